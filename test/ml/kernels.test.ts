@@ -1,0 +1,106 @@
+import * as tf from "@tensorflow/tfjs-core"
+import "@tensorflow/tfjs-backend-cpu"
+import { beforeAll, describe, expect, it } from "vitest"
+import { initBackend } from "../../src/ml/backend.ts"
+
+type Padding = "valid" | "same"
+
+interface ConvCase {
+  readonly name: string
+  readonly x: [number, number, number, number]
+  readonly filter: [number, number, number, number]
+  readonly stride: number
+  readonly pad: Padding
+}
+
+// Deterministic uniform values in [-1, 1) so every backend sees the same numbers.
+function randomValues(size: number, seed: number): Float32Array {
+  const values = new Float32Array(size)
+  let state = seed >>> 0
+  for (let i = 0; i < size; i++) {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0
+    values[i] = state / 2 ** 31 - 1
+  }
+  return values
+}
+
+const cases: ReadonlyArray<ConvCase> = [
+  { name: "3x3 s1 valid", x: [2, 7, 6, 3], filter: [3, 3, 3, 4], stride: 1, pad: "valid" },
+  { name: "3x3 s1 same", x: [2, 7, 6, 3], filter: [3, 3, 3, 4], stride: 1, pad: "same" },
+  { name: "3x3 s2 valid", x: [1, 9, 8, 2], filter: [3, 3, 2, 5], stride: 2, pad: "valid" },
+  { name: "3x3 s2 same odd", x: [3, 9, 7, 2], filter: [3, 3, 2, 3], stride: 2, pad: "same" },
+  { name: "2x2 s2 valid odd", x: [2, 5, 7, 3], filter: [2, 2, 3, 2], stride: 2, pad: "valid" },
+  { name: "7x7 s1 same", x: [2, 12, 10, 3], filter: [7, 7, 3, 4], stride: 1, pad: "same" },
+  { name: "4x2 s2 same", x: [1, 10, 6, 1], filter: [4, 2, 1, 3], stride: 2, pad: "same" },
+  { name: "1x1 s1 valid", x: [2, 4, 4, 5], filter: [1, 1, 5, 2], stride: 1, pad: "valid" }
+]
+
+function convOutShape(c: ConvCase): [number, number, number, number] {
+  const info = tf.backend_util.computeConv2DInfo(c.x, c.filter, c.stride, 1, c.pad)
+  return info.outShape as [number, number, number, number]
+}
+
+async function gradientsOn(backend: string, c: ConvCase, seed: number) {
+  await tf.setBackend(backend)
+  const x = tf.tensor4d(randomValues(c.x.reduce((a, b) => a * b), seed), c.x)
+  const filter = tf.tensor4d(randomValues(c.filter.reduce((a, b) => a * b), seed + 1), c.filter)
+  const outShape = convOutShape(c)
+  const dy = tf.tensor4d(randomValues(outShape.reduce((a, b) => a * b), seed + 2), outShape)
+  const attrs = { strides: [c.stride, c.stride], pad: c.pad, dataFormat: "NHWC" }
+  const dFilter = tf.engine().runKernel("Conv2DBackpropFilter", { x, dy }, { ...attrs, filterShape: c.filter }) as tf.Tensor
+  const dx = tf.engine().runKernel("Conv2DBackpropInput", { dy, filter }, { ...attrs, inputShape: c.x }) as tf.Tensor
+  const result = { dFilter: await dFilter.data(), dx: await dx.data(), dxShape: dx.shape, dFilterShape: dFilter.shape }
+  tf.dispose([x, filter, dy, dFilter, dx])
+  return result
+}
+
+function maxAbsDifference(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let max = 0
+  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i]! - b[i]!))
+  return max
+}
+
+describe("wasm gradient kernels", () => {
+  beforeAll(async () => {
+    await initBackend({ backend: "wasm" })
+  })
+
+  for (const [index, c] of cases.entries()) {
+    it(`matches cpu for ${c.name}`, async () => {
+      const reference = await gradientsOn("cpu", c, 17 + index * 5)
+      const wasm = await gradientsOn("wasm", c, 17 + index * 5)
+      expect(wasm.dFilterShape).toEqual(reference.dFilterShape)
+      expect(wasm.dxShape).toEqual(reference.dxShape)
+      expect(maxAbsDifference(wasm.dFilter, reference.dFilter)).toBeLessThan(1e-4)
+      expect(maxAbsDifference(wasm.dx, reference.dx)).toBeLessThan(1e-4)
+    })
+  }
+
+  it("conv2d gradient through tf.grads", async () => {
+    const c = cases[3]!
+    const run = async (backend: string) => {
+      await tf.setBackend(backend)
+      const x = tf.tensor4d(randomValues(c.x.reduce((a, b) => a * b), 3), c.x)
+      const filter = tf.tensor4d(randomValues(c.filter.reduce((a, b) => a * b), 4), c.filter)
+      const [gx, gf] = tf.grads((a: tf.Tensor, b: tf.Tensor) =>
+        tf.sum(tf.square(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, c.stride, c.pad)))
+      )([x, filter])
+      const values = { gx: await gx!.data(), gf: await gf!.data() }
+      tf.dispose([x, filter, gx!, gf!])
+      return values
+    }
+    const reference = await run("cpu")
+    const wasm = await run("wasm")
+    expect(maxAbsDifference(wasm.gx, reference.gx)).toBeLessThan(1e-3)
+    expect(maxAbsDifference(wasm.gf, reference.gf)).toBeLessThan(1e-3)
+  })
+})
+
+describe("wasm kernel registration", () => {
+  it("replaces both backprop kernels", async () => {
+    const { wasmGradientKernels } = await import("../../src/ml/kernels/index.ts")
+    for (const config of wasmGradientKernels) {
+      expect(tf.getKernel(config.kernelName, "wasm")?.kernelFunc).toBe(config.kernelFunc)
+    }
+  })
+})
