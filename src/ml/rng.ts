@@ -34,7 +34,7 @@ export const seedState = (seed: number): RngState => {
     t = Math.imul(t ^ (t >>> 13), 0xc2b2ae35) >>> 0
     words.push((t ^ (t >>> 16)) >>> 0)
   }
-  if (words.every((word) => word === 0)) words[0] = 1
+  if (words[0] === 0 && words[1] === 0 && words[2] === 0 && words[3] === 0) words[0] = 1
   return [words[0], words[1], words[2], words[3]]
 }
 
