@@ -7,13 +7,13 @@
  * small pool of worker threads, because Node's hashing runs on the calling thread.
  */
 import { createHash } from "node:crypto"
-import type { Stats } from "node:fs"
 import { lstat, readdir, readlink, stat } from "node:fs/promises"
 import { availableParallelism } from "node:os"
 import { join, relative, sep } from "node:path"
 import { Worker } from "node:worker_threads"
 import { Data } from "effect"
 import {
+  describeFileKind,
   digestFile,
   type FileDigest,
   type HashReply,
@@ -162,6 +162,7 @@ export type HashError =
 /** Maps an error from `digestFile`, raised here or serialized by a worker, to a tagged error. */
 function toHashError(path: string, error: SerializedHashError): HashError {
   if (error.code === "ENOENT") return new FileNotFoundError({ path })
+  if (error.kind !== undefined) return new NotAFileError({ path, expected: "regular file", actual: error.kind })
   if (error.code === "EISDIR") return new NotAFileError({ path, expected: "regular file", actual: "directory" })
   if (error.changed !== undefined) {
     return new FileChangedWhileHashingError({
@@ -453,7 +454,7 @@ async function assertDirectory(root: string): Promise<void> {
     throw toHashError(root, serializeError(error))
   }
   if (!stats.isDirectory()) {
-    throw new NotADirectoryError({ path: root, expected: "directory", actual: describeKind(stats) })
+    throw new NotADirectoryError({ path: root, expected: "directory", actual: describeFileKind(stats) })
   }
 }
 
@@ -482,21 +483,10 @@ async function collectFiles(root: string, directory: string, found: FoundFile[])
         path: absolutePath,
         directory: root,
         expected: "regular file or directory",
-        actual: describeKind(stats)
+        actual: describeFileKind(stats)
       })
     }
   }
-}
-
-function describeKind(stats: Stats): string {
-  if (stats.isFile()) return "regular file"
-  if (stats.isDirectory()) return "directory"
-  if (stats.isSymbolicLink()) return "symbolic link"
-  if (stats.isFIFO()) return "FIFO"
-  if (stats.isSocket()) return "socket"
-  if (stats.isBlockDevice()) return "block device"
-  if (stats.isCharacterDevice()) return "character device"
-  return "file of unknown type"
 }
 
 // ---------------------------------------------------------------------------------------

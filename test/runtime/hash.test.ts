@@ -2,6 +2,7 @@
  * Tests of src/runtime/hash.ts on real files in temporary directories: known SHA-256
  * vectors, worker-pool ordering, directory hashes and stat keys.
  */
+import { execFileSync } from "node:child_process"
 import { createHash, randomBytes } from "node:crypto"
 import { appendFileSync } from "node:fs"
 import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises"
@@ -25,7 +26,8 @@ import {
   NotAFileError,
   type StatKey,
   statKey,
-  SymlinkInDirectoryError
+  SymlinkInDirectoryError,
+  UnsupportedEntryError
 } from "../../src/runtime/hash.ts"
 
 const emptySha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -109,6 +111,14 @@ describe("hashFile", () => {
     const error = await hashFile(dir).catch((caught: unknown) => caught)
     expect(error).toBeInstanceOf(NotAFileError)
     expect((error as NotAFileError).actual).toBe("directory")
+  })
+
+  it("FIFO instead of file", async () => {
+    const path = join(dir, "pipe")
+    execFileSync("mkfifo", [path])
+    const error = await hashFile(path).catch((caught: unknown) => caught)
+    expect(error).toBeInstanceOf(NotAFileError)
+    expect((error as NotAFileError).actual).toBe("FIFO")
   })
 
   it("file growing during read", async () => {
@@ -272,6 +282,16 @@ describe("hashDirectory", () => {
     expect(error).toBeInstanceOf(SymlinkInDirectoryError)
     expect((error as SymlinkInDirectoryError).path).toBe(join(root, "link.txt"))
     expect((error as SymlinkInDirectoryError).target).toBe(join(root, "a.txt"))
+  })
+
+  it("FIFO in directory rejected", async () => {
+    const root = join(dir, "root")
+    await writeTree(root, [["a.txt", "abc"]])
+    execFileSync("mkfifo", [join(root, "pipe")])
+    const error = await hashDirectory(root).catch((caught: unknown) => caught)
+    expect(error).toBeInstanceOf(UnsupportedEntryError)
+    expect((error as UnsupportedEntryError).path).toBe(join(root, "pipe"))
+    expect((error as UnsupportedEntryError).actual).toBe("FIFO")
   })
 
   it("file instead of directory", async () => {
