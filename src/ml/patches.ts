@@ -179,7 +179,7 @@ export interface PatchDescriptor {
 }
 
 export interface PatchBatch {
-  readonly size: number
+  readonly batchSize: number
   readonly height: number
   readonly width: number
   /** [size, height, width, 3], normalised (v - 128) / 128. */
@@ -210,7 +210,8 @@ export interface PatchSamplerState {
 export interface PatchSampler {
   readonly nextBatch: () => PatchBatch
   readonly getState: () => PatchSamplerState
-  readonly setState: (state: PatchSamplerState) => void
+  /** Restores a state from `getState`, typically parsed from JSON, after checking its shape. */
+  readonly setState: (state: unknown) => void
   /** Labelled B-scans with a non-empty ROI, over all cases. */
   readonly sliceCount: number
   /** Expected patches drawn per pass over the slices, before dropping fluid-free ones. */
@@ -434,6 +435,34 @@ const hasFluidInOutput = (labels: Uint8Array, options: PatchSamplerOptions): boo
   return cropped.some((label) => label > 0)
 }
 
+const isDescriptor = (value: unknown): value is PatchDescriptor => {
+  if (typeof value !== "object" || value === null) return false
+  const record = value as Record<string, unknown>
+  const integers = ["caseIndex", "z", "y", "x", "serial"].every((key) => Number.isInteger(record[key]))
+  return integers && typeof record.flip === "boolean" && typeof record.hasFluid === "boolean" && Number.isFinite(record.angleDeg)
+}
+
+/** Checks that `input` has the fields and types of a `PatchSamplerState`. */
+const parseState = (input: unknown): PatchSamplerState => {
+  if (typeof input !== "object" || input === null) {
+    throw new InvalidSamplerStateError({ field: "(state)", expected: "an object from getState()", actual: input })
+  }
+  const record = input as Record<string, unknown>
+  const rng = record.rng
+  const validRng = Array.isArray(rng) && rng.length === 4 && rng.every((word) => Number.isInteger(word) && word >= 0 && word < 2 ** 32)
+  if (!validRng) throw new InvalidSamplerStateError({ field: "rng", expected: "four uint32 words", actual: rng })
+  for (const field of ["pendingFluid", "pendingEmpty"] as const) {
+    const queue = record[field]
+    if (!Array.isArray(queue) || !queue.every(isDescriptor)) {
+      throw new InvalidSamplerStateError({ field, expected: "an array of patch descriptors", actual: queue })
+    }
+  }
+  if (!Number.isInteger(record.serial)) {
+    throw new InvalidSamplerStateError({ field: "serial", expected: "an integer", actual: record.serial })
+  }
+  return input as PatchSamplerState
+}
+
 /** Shuffles 0..count-1 with a generator seeded from the sampler seed and the epoch. */
 const epochOrder = (seed: number, epoch: number, count: number): Int32Array => {
   const rng = makeRng((seed ^ Math.imul(epoch + 1, 0x9e3779b9)) >>> 0)
@@ -581,7 +610,7 @@ export const makePatchSampler = (
       presence[slot] = descriptor.hasFluid ? 1 : 0
       descriptors.push(descriptor)
     }
-    return { size: batchSize, height: patchHeight, width: patchWidth, x, y, presence, descriptors }
+    return { batchSize, height: patchHeight, width: patchWidth, x, y, presence, descriptors }
   }
 
   const getState = (): PatchSamplerState => ({
@@ -598,7 +627,8 @@ export const makePatchSampler = (
     emptyUnavailable
   })
 
-  const setState = (state: PatchSamplerState): void => {
+  const setState = (input: unknown): void => {
+    const state = parseState(input)
     const checks: ReadonlyArray<readonly [string, boolean, string]> = [
       ["version", state.version === 1, "1"],
       ["seed", state.seed === options.seed, String(options.seed)],

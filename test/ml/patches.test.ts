@@ -1,6 +1,7 @@
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import { augmentPatch } from "../../src/ml/augment.ts"
+import type { BatchSampler } from "../../src/ml/trainer.ts"
 import {
   centerCrop,
   heightScaleOf,
@@ -313,6 +314,19 @@ describe("makePatchSampler", () => {
       expect(next.descriptors).toEqual(batch.descriptors)
       expect(next.x).toEqual(batch.x)
     }
+  })
+
+  it("malformed state is rejected", () => {
+    const sampler = makePatchSampler([makeCase()], plain)
+    expect(() => sampler.setState({ ...sampler.getState(), rng: [1, 2] })).toThrow(/rng/)
+    expect(() => sampler.setState("epoch 3")).toThrow(InvalidSamplerStateError)
+  })
+
+  it("fits the trainer interface", () => {
+    const sampler: BatchSampler = makePatchSampler([makeCase()], plain)
+    const batch = sampler.nextBatch()
+    expect(batch.batchSize).toBe(4)
+    expect(batch.x.length).toBe(batch.batchSize * 8 * 6 * 3)
   })
 
   it("foreign state is rejected", () => {
