@@ -1,0 +1,176 @@
+/**
+ * The workspace database (`<workspace>/octflow.duckdb`): schema, lineage views and a small
+ * promise-based wrapper that serialises statements on one connection, so a transaction is
+ * never interleaved with another statement. Only the process holding the workspace lock
+ * opens it for writing; read-only commands open it with `access_mode = READ_ONLY`.
+ */
+import { DuckDBInstance, type DuckDBConnection, type DuckDBValue } from "@duckdb/node-api"
+import { DatabaseFailed } from "./errors.ts"
+
+export type SqlValue = string | number | bigint | boolean | null
+
+const schema = `
+CREATE TABLE IF NOT EXISTS runs (
+  id VARCHAR PRIMARY KEY, workflow VARCHAR, started TIMESTAMPTZ, finished TIMESTAMPTZ, status VARCHAR,
+  argv JSON, profile VARCHAR, params JSON, data_dir VARCHAR, host VARCHAR, pid INTEGER, seed BIGINT,
+  jobs INTEGER, node_version VARCHAR, targets JSON, summary JSON);
+CREATE TABLE IF NOT EXISTS executions (
+  id BIGINT PRIMARY KEY, run_id VARCHAR, stage VARCHAR, item VARCHAR, fingerprint VARCHAR, status VARCHAR,
+  started TIMESTAMPTZ, duration_ms DOUBLE, error VARCHAR, code_hash VARCHAR, code_modules JSON,
+  params JSON, environment JSON, inputs JSON, seed BIGINT);
+CREATE TABLE IF NOT EXISTS artifacts (
+  hash VARCHAR, kind VARCHAR, path VARCHAR, size BIGINT, ext VARCHAR, execution_id BIGINT,
+  stage VARCHAR, port VARCHAR, item VARCHAR);
+CREATE TABLE IF NOT EXISTS lineage (execution_id BIGINT, input VARCHAR, item VARCHAR, hash VARCHAR);
+CREATE TABLE IF NOT EXISTS run_tasks (run_id VARCHAR, stage VARCHAR, item VARCHAR, execution_id BIGINT, action VARCHAR);
+CREATE TABLE IF NOT EXISTS params (run_id VARCHAR, stage VARCHAR, key VARCHAR, value JSON, origin VARCHAR);
+CREATE TABLE IF NOT EXISTS metrics (
+  execution_id BIGINT, stage VARCHAR, item VARCHAR, name VARCHAR, value DOUBLE, class VARCHAR,
+  epoch INTEGER, split VARCHAR);
+CREATE TABLE IF NOT EXISTS slices (
+  execution_id BIGINT, stage VARCHAR, item VARCHAR, image VARCHAR, vendor VARCHAR, root VARCHAR,
+  slice INTEGER, irf DOUBLE, srf DOUBLE, ped DOUBLE, labelled BOOLEAN);
+CREATE TABLE IF NOT EXISTS stat_cache (
+  path VARCHAR PRIMARY KEY, dev BIGINT, ino BIGINT, size BIGINT, mtime_ns HUGEINT, sha256 VARCHAR);
+CREATE TABLE IF NOT EXISTS pins (run_id VARCHAR PRIMARY KEY, pinned_at TIMESTAMPTZ);
+
+-- One edge per (input artifact, output artifact) of an execution.
+CREATE OR REPLACE VIEW lineage_edges AS
+  SELECT l.hash AS input_hash, a.hash AS output_hash, l.execution_id, e.stage, e.item, l.input, a.port
+  FROM lineage l
+  JOIN artifacts a ON a.execution_id = l.execution_id
+  JOIN executions e ON e.id = l.execution_id;
+
+-- Every ancestor of every artifact, with the shortest distance in executions.
+CREATE OR REPLACE VIEW lineage_upstream AS
+  WITH RECURSIVE up(artifact, ancestor, depth) AS (
+    SELECT output_hash, input_hash, 1 FROM lineage_edges
+    UNION
+    SELECT up.artifact, e.input_hash, up.depth + 1 FROM up JOIN lineage_edges e ON e.output_hash = up.ancestor
+  )
+  SELECT artifact, ancestor, min(depth) AS depth FROM up GROUP BY artifact, ancestor;
+
+-- Every descendant of every artifact: the same closure seen from the other end.
+CREATE OR REPLACE VIEW lineage_downstream AS
+  SELECT ancestor AS artifact, artifact AS descendant, depth FROM lineage_upstream;
+
+-- Table macros for one artifact, cheaper than filtering the full closure views.
+CREATE OR REPLACE MACRO upstream_of(h) AS TABLE
+  WITH RECURSIVE up(hash, depth) AS (
+    SELECT h, 0
+    UNION
+    SELECT e.input_hash, up.depth + 1 FROM up JOIN lineage_edges e ON e.output_hash = up.hash
+  )
+  SELECT hash, min(depth) AS depth FROM up WHERE depth > 0 GROUP BY hash;
+CREATE OR REPLACE MACRO downstream_of(h) AS TABLE
+  WITH RECURSIVE down(hash, depth) AS (
+    SELECT h, 0
+    UNION
+    SELECT e.output_hash, down.depth + 1 FROM down JOIN lineage_edges e ON e.input_hash = down.hash
+  )
+  SELECT hash, min(depth) AS depth FROM down WHERE depth > 0 GROUP BY hash;
+
+-- The newest successful execution of each fingerprint.
+CREATE OR REPLACE VIEW cache_entries AS
+  SELECT * FROM executions WHERE status = 'ok'
+  QUALIFY row_number() OVER (PARTITION BY stage, fingerprint ORDER BY id DESC) = 1;
+`
+
+export class Database {
+  private queue: Promise<unknown> = Promise.resolve()
+
+  private constructor(
+    readonly path: string,
+    private readonly instance: DuckDBInstance,
+    private readonly connection: DuckDBConnection
+  ) {}
+
+  /** Open (and for writing, create and migrate) the database file at `path`. */
+  static async open(path: string, options: { readonly readOnly?: boolean } = {}): Promise<Database> {
+    let instance: DuckDBInstance
+    try {
+      instance = await DuckDBInstance.create(path, options.readOnly === true ? { access_mode: "READ_ONLY" } : {})
+    } catch (cause) {
+      throw new DatabaseFailed({ path, sql: "(open)", cause })
+    }
+    const db = new Database(path, instance, await instance.connect())
+    if (options.readOnly !== true) await db.run(schema)
+    return db
+  }
+
+  /** Run statements that return nothing. */
+  run(sql: string, values: ReadonlyArray<SqlValue> = []): Promise<void> {
+    return this.enqueue(async () => {
+      await this.connection.run(sql, values.length === 0 ? undefined : (values as Array<DuckDBValue>))
+    }, sql)
+  }
+
+  /** Run a query and return its rows as plain JS objects (BIGINT as bigint, JSON as string). */
+  all<Row = Record<string, unknown>>(sql: string, values: ReadonlyArray<SqlValue> = []): Promise<Array<Row>> {
+    return this.enqueue(async () => {
+      const reader = await this.connection.runAndReadAll(sql, values.length === 0 ? undefined : (values as Array<DuckDBValue>))
+      return reader.getRowObjectsJS() as Array<Row>
+    }, sql)
+  }
+
+  /** Run `body` inside one transaction; statements it issues go through `tx`, not `this`. */
+  transaction<A>(body: (tx: Transaction) => Promise<A>): Promise<A> {
+    return this.enqueue(async () => {
+      await this.connection.run("BEGIN TRANSACTION")
+      try {
+        const result = await body(new Transaction(this.connection, this.path))
+        await this.connection.run("COMMIT")
+        return result
+      } catch (error) {
+        await this.connection.run("ROLLBACK")
+        throw error
+      }
+    }, "(transaction)")
+  }
+
+  close(): void {
+    this.connection.closeSync()
+    this.instance.closeSync()
+  }
+
+  private enqueue<A>(task: () => Promise<A>, sql: string): Promise<A> {
+    const next = this.queue.then(task, task).catch((cause: unknown) => {
+      if (cause instanceof DatabaseFailed || isTagged(cause)) throw cause
+      throw new DatabaseFailed({ path: this.path, sql, cause })
+    })
+    this.queue = next.catch(() => undefined)
+    return next
+  }
+}
+
+const isTagged = (value: unknown) => typeof value === "object" && value !== null && "_tag" in value
+
+/** Statements inside a transaction; run in order on the transaction's connection. */
+export class Transaction {
+  constructor(private readonly connection: DuckDBConnection, private readonly path: string) {}
+
+  async run(sql: string, values: ReadonlyArray<SqlValue> = []): Promise<void> {
+    try {
+      await this.connection.run(sql, values.length === 0 ? undefined : (values as Array<DuckDBValue>))
+    } catch (cause) {
+      throw new DatabaseFailed({ path: this.path, sql, cause })
+    }
+  }
+
+  /** Insert rows in batches of multi-row VALUES statements. */
+  async insert(table: string, columns: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<SqlValue>>, verb = "INSERT"): Promise<void> {
+    const batch = Math.max(1, Math.floor(2000 / columns.length))
+    for (let start = 0; start < rows.length; start += batch) {
+      const chunk = rows.slice(start, start + batch)
+      const values: Array<SqlValue> = []
+      const tuples = chunk.map((row) => {
+        const slots = row.map((v) => {
+          values.push(v)
+          return `$${values.length}`
+        })
+        return `(${slots.join(",")})`
+      })
+      await this.run(`${verb} INTO ${table} (${columns.join(",")}) VALUES ${tuples.join(",")}`, values)
+    }
+  }
+}

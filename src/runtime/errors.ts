@@ -1,0 +1,212 @@
+/**
+ * Tagged errors of the workflow runtime, one class per failure reason. Each carries the
+ * stage, item, path and values involved, and builds its message from those fields so the
+ * message says what failed and what to do next.
+ */
+import { Data } from "effect"
+
+/** The declared inputs and outputs form a cycle. */
+export class DagCycle extends Data.TaggedError("DagCycle")<{ readonly stages: ReadonlyArray<string> }> {
+  override get message() {
+    return `Workflow stages form a cycle: ${this.stages.join(" -> ")}. ` +
+      "Remove one of these inputs so that every stage depends only on earlier ones."
+  }
+}
+
+/** An input names a stage, port or source that does not exist. */
+export class MissingProducer extends Data.TaggedError("MissingProducer")<{
+  readonly stage: string
+  readonly input: string
+  readonly wanted: string
+  readonly known: ReadonlyArray<string>
+}> {
+  override get message() {
+    return `Stage "${this.stage}" input "${this.input}" reads ${this.wanted}, which no stage or source produces. ` +
+      `Known: ${this.known.join(", ") || "(none)"}.`
+  }
+}
+
+/** Two stages share a name, so one output would have two producers. */
+export class DuplicateProducer extends Data.TaggedError("DuplicateProducer")<{
+  readonly output: string
+  readonly modules: ReadonlyArray<string>
+}> {
+  override get message() {
+    return `Output ${this.output} has two producers (${this.modules.join(", ")}). Rename one of the stages.`
+  }
+}
+
+/** A stage declaration is malformed (bad forEach, wrong input kind for its upstream). */
+export class InvalidStage extends Data.TaggedError("InvalidStage")<{
+  readonly stage: string
+  readonly reason: string
+}> {
+  override get message() {
+    return `Stage "${this.stage}" is invalid: ${this.reason}`
+  }
+}
+
+/** A params value failed its stage's Schema. */
+export class InvalidParam extends Data.TaggedError("InvalidParam")<{
+  readonly stage: string
+  readonly key: string
+  readonly value: unknown
+  readonly origin: string
+  readonly detail: string
+}> {
+  override get message() {
+    return `Invalid value ${JSON.stringify(this.value)} for ${this.stage}.${this.key} (from ${this.origin}): ` +
+      `${this.detail}. Fix the value in ${this.origin}.`
+  }
+}
+
+/** A params override names a stage or key that is not declared. */
+export class UnknownParam extends Data.TaggedError("UnknownParam")<{
+  readonly stage: string
+  readonly key: string
+  readonly origin: string
+  readonly known: ReadonlyArray<string>
+}> {
+  override get message() {
+    return `Unknown parameter ${this.stage}.${this.key} (from ${this.origin}). ` +
+      `Declared: ${this.known.join(", ") || "(none)"}.`
+  }
+}
+
+/** A params file or `-p` argument cannot be read or parsed. */
+export class InvalidParamsInput extends Data.TaggedError("InvalidParamsInput")<{
+  readonly origin: string
+  readonly detail: string
+}> {
+  override get message() {
+    return `Cannot read parameters from ${this.origin}: ${this.detail}. ` +
+      "Use a JSON object { \"stage\": { \"key\": value } } or -p stage.key=value."
+  }
+}
+
+/** A workflow, profile or stage named on the command line does not exist. */
+export class UnknownName extends Data.TaggedError("UnknownName")<{
+  readonly kind: "workflow" | "profile" | "stage" | "run"
+  readonly name: string
+  readonly known: ReadonlyArray<string>
+}> {
+  override get message() {
+    return `Unknown ${this.kind} "${this.name}". Known: ${this.known.join(", ") || "(none)"}.`
+  }
+}
+
+/** A Source failed to discover its items. */
+export class SourceFailed extends Data.TaggedError("SourceFailed")<{
+  readonly source: string
+  readonly dataDir: string | undefined
+  readonly cause: unknown
+}> {
+  override get message() {
+    return `Source "${this.source}" failed to list items in ${this.dataDir ?? "(no --data given)"}: ` +
+      `${describeCause(this.cause)}. Check --data.`
+  }
+}
+
+/** A source item or stage input names a file that cannot be read. */
+export class InputUnreadable extends Data.TaggedError("InputUnreadable")<{
+  readonly path: string
+  readonly cause: unknown
+}> {
+  override get message() {
+    return `Cannot read input file ${this.path}: ${describeCause(this.cause)}. Check that it exists and is readable.`
+  }
+}
+
+/** A stage finished without writing one of its declared outputs. */
+export class OutputMissing extends Data.TaggedError("OutputMissing")<{
+  readonly stage: string
+  readonly item: string | null
+  readonly port: string
+  readonly path: string
+  readonly expected: "file" | "directory"
+}> {
+  override get message() {
+    return `Stage "${this.stage}"${this.item === null ? "" : ` item "${this.item}"`} did not write output ` +
+      `"${this.port}" (expected a ${this.expected} at ${this.path}). The stage's run function must write every port.`
+  }
+}
+
+/** One or more items of a stage failed; the other items were committed. */
+export class StageFailed extends Data.TaggedError("StageFailed")<{
+  readonly stage: string
+  readonly failures: ReadonlyArray<{ readonly item: string | null; readonly message: string }>
+}> {
+  override get message() {
+    const lines = this.failures.map((f) => `  ${f.item ?? "(whole stage)"}: ${f.message}`)
+    return `Stage "${this.stage}" failed for ${this.failures.length} item(s):\n${lines.join("\n")}`
+  }
+}
+
+/** The closing error of a run: every stage that failed and every stage skipped because of it. */
+export class RunFailed extends Data.TaggedError("RunFailed")<{
+  readonly failed: ReadonlyArray<StageFailed>
+  readonly blocked: ReadonlyArray<string>
+}> {
+  override get message() {
+    const blocked = this.blocked.length === 0 ? "" : `\nNot run because an upstream stage failed: ${this.blocked.join(", ")}`
+    return this.failed.map((f) => f.message).join("\n") + blocked
+  }
+}
+
+/** Another live process holds the workspace lock. */
+export class WorkspaceLocked extends Data.TaggedError("WorkspaceLocked")<{
+  readonly workspace: string
+  readonly pid: number
+  readonly host: string
+}> {
+  override get message() {
+    return `Workspace ${this.workspace} is in use by process ${this.pid} on ${this.host}. ` +
+      "Wait for it to finish, or run without --no-wait to wait for it."
+  }
+}
+
+/** A database file cannot be opened or a query failed. */
+export class DatabaseFailed extends Data.TaggedError("DatabaseFailed")<{
+  readonly path: string
+  readonly sql: string
+  readonly cause: unknown
+}> {
+  override get message() {
+    return `DuckDB query failed on ${this.path}: ${describeCause(this.cause)}\n  SQL: ${this.sql.slice(0, 300)}`
+  }
+}
+
+/** A user query tried to change the database. */
+export class QueryNotReadOnly extends Data.TaggedError("QueryNotReadOnly")<{ readonly sql: string }> {
+  override get message() {
+    return `The query command is read-only, but this statement changes data: ${this.sql.slice(0, 200)}. ` +
+      "Use SELECT, WITH, DESCRIBE, SHOW or EXPLAIN."
+  }
+}
+
+/** An artifact hash or path named by the user is not recorded. */
+export class ArtifactNotFound extends Data.TaggedError("ArtifactNotFound")<{ readonly ref: string }> {
+  override get message() {
+    return `No artifact matches "${this.ref}". Give a full or prefix hash, or a path under objects/ or runs/ ` +
+      "(list them with the artifacts command)."
+  }
+}
+
+/** A stage run failed inside its worker; carries the stage error's tag and message. */
+export class StageRunFailed extends Data.TaggedError("StageRunFailed")<{
+  readonly stage: string
+  readonly item: string | null
+  readonly tag: string
+  readonly detail: string
+}> {
+  override get message() {
+    return `${this.tag}: ${this.detail}`
+  }
+}
+
+/** Render an unknown cause (Error, errno error, string) as one line. */
+export function describeCause(cause: unknown): string {
+  if (cause instanceof Error) return cause.message
+  if (typeof cause === "object" && cause !== null && "message" in cause) return String(cause.message)
+  return String(cause)
+}

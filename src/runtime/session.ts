@@ -1,0 +1,67 @@
+/**
+ * Opening a workspace: its directory layout, the lock, the database, the sweep of staging
+ * left by killed runs, and the marking of runs that never finished. Read-only commands
+ * open the database without the lock.
+ */
+import { existsSync } from "node:fs"
+import { mkdir } from "node:fs/promises"
+import { resolve } from "node:path"
+import { Database } from "./db.ts"
+import { DatabaseFailed } from "./errors.ts"
+import { acquireLock, type LockHolder } from "./lock.ts"
+import { layout, sweepStaging, type Layout } from "./store.ts"
+
+export interface WorkspaceSession {
+  readonly ws: Layout
+  readonly db: Database
+  readonly close: () => Promise<void>
+}
+
+export interface OpenOptions {
+  readonly noWait?: boolean
+  readonly onLockWait?: (holder: LockHolder) => void
+  readonly onLockTakeover?: (holder: LockHolder) => void
+}
+
+/** Open a workspace for writing: take the lock, open or create the database, sweep staging. */
+export async function openForWrite(root: string, options: OpenOptions = {}): Promise<WorkspaceSession> {
+  const ws = layout(resolve(root))
+  await mkdir(ws.root, { recursive: true })
+  const lock = await acquireLock(ws.lock, ws.root, {
+    noWait: options.noWait,
+    onWait: options.onLockWait,
+    onTakeover: options.onLockTakeover
+  })
+  let db: Database
+  try {
+    db = await Database.open(ws.database)
+  } catch (error) {
+    await lock.release()
+    throw error
+  }
+  await sweepStaging(ws)
+  await mkdir(ws.objects, { recursive: true })
+  await db.run("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
+  return {
+    ws,
+    db,
+    close: async () => {
+      db.close()
+      await lock.release()
+    }
+  }
+}
+
+/** Open a workspace's database read-only, for commands that only read. */
+export async function openForRead(root: string): Promise<WorkspaceSession> {
+  const ws = layout(resolve(root))
+  if (!existsSync(ws.database)) {
+    throw new DatabaseFailed({
+      path: ws.database,
+      sql: "(open)",
+      cause: "no database in this workspace yet; run `workflow full` first or pass --workspace"
+    })
+  }
+  const db = await Database.open(ws.database, { readOnly: true })
+  return { ws, db, close: async () => db.close() }
+}

@@ -1,0 +1,117 @@
+/**
+ * Source discovery and file hashing through the stat cache. A file whose device, inode,
+ * size and modification time (ns) match its `stat_cache` row reuses the stored SHA-256 and
+ * is not read; every other file is hashed and its row replaced.
+ */
+import { resolve } from "node:path"
+import { Effect } from "effect"
+import { InputUnreadable, SourceFailed } from "./errors.ts"
+import { hashFiles, statKey, type StatKey } from "./hash.ts"
+import type { Database } from "./db.ts"
+import type { Source, SourceItem, SourceItemRef } from "./stage.ts"
+
+interface CachedStat extends StatKey {
+  readonly sha256: string
+}
+
+export interface HashedSource {
+  readonly name: string
+  readonly items: ReadonlyArray<SourceItem>
+  readonly refs: ReadonlyMap<string, SourceItemRef>
+}
+
+/** Discover the items of `source`, sorted by key, and reject duplicate keys. */
+export async function discoverSource(source: Source, dataDir: string | undefined): Promise<ReadonlyArray<SourceItem>> {
+  let items: ReadonlyArray<SourceItem>
+  try {
+    items = await Effect.runPromise(source.discover(dataDir === undefined ? {} : { dataDir }))
+  } catch (cause) {
+    throw new SourceFailed({ source: source.name, dataDir, cause })
+  }
+  const sorted = [...items].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
+  for (let i = 1; i < sorted.length; i++) {
+    if (sorted[i]!.key === sorted[i - 1]!.key) {
+      throw new SourceFailed({ source: source.name, dataDir, cause: `two items have the key "${sorted[i]!.key}"` })
+    }
+  }
+  return sorted
+}
+
+/** Hash every file of the given items, reusing the stat cache, and store new cache rows. */
+export async function hashSourceFiles(
+  db: Database,
+  name: string,
+  items: ReadonlyArray<SourceItem>,
+  options: { readonly writeCache: boolean }
+): Promise<HashedSource> {
+  const paths = [...new Set(items.flatMap((item) => item.files.map((f) => resolve(f))))]
+  const cached = await loadStatCache(db)
+  const stats = await Promise.all(paths.map(async (path) => {
+    try {
+      return await statKey(path)
+    } catch (cause) {
+      throw new InputUnreadable({ path, cause })
+    }
+  }))
+
+  const hashes = new Map<string, string>()
+  const misses: Array<number> = []
+  paths.forEach((path, index) => {
+    const hit = cached.get(path)
+    const now = stats[index]!
+    if (hit !== undefined && hit.dev === now.dev && hit.ino === now.ino && hit.size === now.size && hit.mtimeNs === now.mtimeNs) {
+      hashes.set(path, hit.sha256)
+    } else {
+      misses.push(index)
+    }
+  })
+
+  if (misses.length > 0) {
+    let digests: Array<string>
+    try {
+      digests = await hashFiles(misses.map((i) => paths[i]!))
+    } catch (cause) {
+      throw new InputUnreadable({ path: (cause as { path?: string }).path ?? "(unknown)", cause })
+    }
+    misses.forEach((index, k) => hashes.set(paths[index]!, digests[k]!))
+    if (options.writeCache) {
+      await db.transaction((tx) => tx.insert(
+        "stat_cache",
+        ["path", "dev", "ino", "size", "mtime_ns", "sha256"],
+        misses.map((i) => {
+          const s = stats[i]!
+          return [paths[i]!, s.dev, s.ino, s.size, s.mtimeNs, hashes.get(paths[i]!)!]
+        }),
+        "INSERT OR REPLACE"
+      ))
+    }
+  }
+
+  const refs = new Map<string, SourceItemRef>()
+  for (const item of items) {
+    const files = item.files.map((f) => ({ path: resolve(f), hash: hashes.get(resolve(f))! }))
+    refs.set(item.key, { key: item.key, files, meta: item.meta })
+  }
+  return { name, items, refs }
+}
+
+let statCacheMemo: { db: Database; rows: Map<string, CachedStat> } | null = null
+
+async function loadStatCache(db: Database): Promise<Map<string, CachedStat>> {
+  if (statCacheMemo !== null && statCacheMemo.db === db) return statCacheMemo.rows
+  const rows = await db.all<{ path: string; dev: bigint; ino: bigint; size: bigint; mtime_ns: bigint; sha256: string }>(
+    "SELECT path, dev, ino, size, mtime_ns, sha256 FROM stat_cache"
+  )
+  const map = new Map<string, CachedStat>()
+  for (const row of rows) {
+    map.set(row.path, {
+      dev: Number(row.dev),
+      ino: Number(row.ino),
+      size: Number(row.size),
+      mtimeNs: BigInt(row.mtime_ns),
+      sha256: row.sha256
+    })
+  }
+  statCacheMemo = { db, rows: map }
+  return map
+}
