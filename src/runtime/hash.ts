@@ -216,13 +216,14 @@ interface PendingJob {
   readonly reject: (error: HashError) => void
 }
 
-/** URL of the bootstrap-free worker module, next to this file with the same extension. */
+/** URL of the worker module, next to this file and with the same extension (`.ts` from source). */
 const workerModuleUrl = new URL(`./hash-worker${import.meta.url.endsWith(".ts") ? ".ts" : ".js"}`, import.meta.url)
 
 /**
  * Source of the script each worker evaluates. Node 20 cannot load a `.ts` worker by itself,
- * and loader hooks given with `--import` in a worker's execArgv do not apply to its entry
- * module, so the script registers tsx's ESM loader and then imports the worker module.
+ * and loader hooks given with `--import` in a worker's execArgv did not apply to its entry
+ * module (Node 20.20, tsx 4.23). So the script registers tsx's ESM loader, then imports the
+ * worker module.
  */
 function workerBootstrapSource(): string {
   const target = JSON.stringify(workerModuleUrl.href)
