@@ -19,6 +19,8 @@
  * the maximum probability of each class (column c) and, in column 0, the maximum of
  * 1 - p(background).
  */
+import { mkdir } from "node:fs/promises"
+import { dirname } from "node:path"
 import * as tf from "@tensorflow/tfjs-core"
 import type * as tfl from "@tensorflow/tfjs-layers"
 import { Data } from "effect"
@@ -348,9 +350,13 @@ export interface LabelVolumePaths {
   readonly nifti: string
 }
 
-/** Writes a label volume as `<basePath>.mha` (MetaImage) and `<basePath>.nii.gz` (NIfTI-1). */
+/**
+ * Writes a label volume as `<basePath>.mha` (zlib-compressed MetaImage) and
+ * `<basePath>.nii.gz` (NIfTI-1), creating the folder first.
+ */
 export const writeLabelVolume = async (labels: Volume<Uint8Array>, basePath: string): Promise<LabelVolumePaths> => {
   const paths = { metaImage: `${basePath}.mha`, nifti: `${basePath}.nii.gz` }
+  await mkdir(dirname(basePath), { recursive: true })
   await writeMetaImage(paths.metaImage, labels, { compress: true })
   await writeNifti(paths.nifti, labels, { description: "octflow predicted labels" })
   return paths
