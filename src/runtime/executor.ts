@@ -323,6 +323,7 @@ async function execute(options: RunOptions, session: WorkspaceSession, report: (
   const runId = newRunId()
   const jobs = options.jobs ?? availableParallelism()
   await recordRunStart(session, options, plan, runId, jobs)
+  await recordSourceFiles(session, plan)
   report({
     type: "plan",
     runId,
@@ -617,6 +618,27 @@ async function recordRunStart(session: WorkspaceSession, options: RunOptions, pl
     }
     if (rows.length > 0) await tx.insert("params", ["run_id", "stage", "key", "value", "origin"], rows)
   })
+}
+
+/** Record source files as artifacts of kind "source" (once per hash and path) so lineage can name them. */
+async function recordSourceFiles(session: WorkspaceSession, plan: Plan) {
+  const rows = await session.db.all<{ hash: string; path: string }>("SELECT hash, path FROM artifacts WHERE kind = 'source'")
+  const known = new Set(rows.map((r) => `${r.hash}\u0000${r.path}`))
+  const fresh: Array<Array<SqlValue>> = []
+  for (const source of plan.sources.values()) {
+    for (const ref of source.refs.values()) {
+      for (const file of ref.files) {
+        const key = `${file.hash}\u0000${file.path}`
+        if (known.has(key)) continue
+        known.add(key)
+        const ext = /(\.[A-Za-z0-9]+(\.gz)?)$/.exec(file.path)?.[1] ?? ""
+        fresh.push([file.hash, "source", file.path, source.sizes.get(file.path) ?? null, ext, null, source.name, "file", ref.key])
+      }
+    }
+  }
+  if (fresh.length === 0) return
+  await session.db.transaction((tx) =>
+    tx.insert("artifacts", ["hash", "kind", "path", "size", "ext", "execution_id", "stage", "port", "item"], fresh))
 }
 
 async function recordRunEnd(

@@ -18,6 +18,8 @@ export interface HashedSource {
   readonly name: string
   readonly items: ReadonlyArray<SourceItem>
   readonly refs: ReadonlyMap<string, SourceItemRef>
+  /** Size in bytes of each file, by absolute path. */
+  readonly sizes: ReadonlyMap<string, number>
 }
 
 /** Discover the items of `source`, sorted by key, and reject duplicate keys. */
@@ -92,7 +94,8 @@ export async function hashSourceFiles(
     const files = item.files.map((f) => ({ path: resolve(f), hash: hashes.get(resolve(f))! }))
     refs.set(item.key, { key: item.key, files, meta: item.meta })
   }
-  return { name, items, refs }
+  const sizes = new Map(paths.map((path, index) => [path, stats[index]!.size]))
+  return { name, items, refs, sizes }
 }
 
 let statCacheMemo: { db: Database; rows: Map<string, CachedStat> } | null = null

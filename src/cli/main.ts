@@ -1,0 +1,240 @@
+/**
+ * Command-line interface: `npm run workflow -- <command>`. Commands: full, run, explain,
+ * status, runs, dag, lineage, query, artifacts, gc and pin. Progress and logs go to stderr,
+ * results to stdout. Exit status: 0 success, 1 a stage failed, 2 invalid input or
+ * workflow, 3 workspace in use (with --no-wait).
+ */
+import { availableParallelism } from "node:os"
+import { NodeRuntime, NodeServices } from "@effect/platform-node"
+import { Effect, Option } from "effect"
+import { Argument, Command, Flag } from "effect/cli"
+import { describeCause } from "../runtime/errors.ts"
+import { explainWorkflow } from "../runtime/explain.ts"
+import { runWorkflow, type RunOptions } from "../runtime/executor.ts"
+import { collectGarbage, lineage, listArtifacts, listRuns, pinRun, query, workspaceStatus } from "../runtime/inspect.ts"
+import { buildDag, toDot, toMermaid } from "../runtime/workflow.ts"
+import { formatSummary, ProgressReporter } from "./progress.ts"
+import { defaultWorkflow, loadWorkflow, workflowNames } from "./registry.ts"
+
+// A closed pipe (`workflow artifacts | head`) ends the output, not the program with a stack trace.
+process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+  if (error.code === "EPIPE") process.exit(process.exitCode ?? 0)
+  throw error
+})
+
+const out = (text: string): void => {
+  process.stdout.write(text.endsWith("\n") ? text : text + "\n")
+}
+
+const exitCodeOf = (error: unknown): number => {
+  const tag = (error as { _tag?: string })._tag
+  if (tag === "WorkspaceLocked") return 3
+  if (tag === "RunFailed") return 1
+  return 2
+}
+
+/** Run a command body; print a failure as one `error:` message and set the exit status. */
+const action = (body: () => Promise<void>) =>
+  Effect.promise(async () => {
+    try {
+      await body()
+    } catch (error) {
+      process.stderr.write(`error: ${describeCause(error)}\n`)
+      process.exitCode = exitCodeOf(error)
+    }
+  })
+
+const workspace = Flag.String("workspace").pipe(
+  Flag.withDescription("Workspace folder that holds the store and the database"),
+  Flag.withDefault("./cache")
+)
+const workflowFlag = Flag.String("workflow").pipe(
+  Flag.withDescription(`Workflow to run (${workflowNames.join(", ")})`),
+  Flag.withDefault(defaultWorkflow)
+)
+const json = Flag.Boolean("json").pipe(Flag.withDescription("Print JSON instead of a table"), Flag.withDefault(false))
+const noWait = Flag.Boolean("no-wait").pipe(
+  Flag.withDescription("Fail at once if another process uses the workspace, instead of waiting"),
+  Flag.withDefault(false)
+)
+
+const runFlags = {
+  workflow: workflowFlag,
+  workspace,
+  data: Flag.String("data").pipe(Flag.withDescription("Data folder the sources read"), Flag.optional),
+  profile: Flag.String("profile").pipe(Flag.withDescription("Params profile: cpu (default) or paper"), Flag.optional),
+  param: Flag.String("param").pipe(
+    Flag.withAlias("p"),
+    Flag.withDescription("Set a param: stage.key=value (value parsed as JSON, else a string); repeatable"),
+    Flag.atLeast(0)
+  ),
+  params: Flag.String("params").pipe(Flag.withDescription("JSON file { stage: { key: value } } of params"), Flag.optional),
+  force: Flag.String("force").pipe(
+    Flag.withDescription("Rerun cached tasks: --force for every selected stage, --force=a,b for those stages"),
+    Flag.withOptionalValue("*"),
+    Flag.optional
+  ),
+  jobs: Flag.Int("jobs").pipe(Flag.withDescription("Tasks run in parallel (worker threads)"), Flag.withDefault(availableParallelism())),
+  keepGoing: Flag.Boolean("keep-going").pipe(Flag.withDescription("After a failure, keep running independent stages"), Flag.withDefault(false)),
+  dryRun: Flag.Boolean("dry-run").pipe(Flag.withDescription("Show what would run and why, and run nothing"), Flag.withDefault(false)),
+  seed: Flag.Int("seed").pipe(Flag.withDescription("Workflow seed (default: the workflow's own)"), Flag.optional),
+  noWait
+}
+
+type RunFlagValues = {
+  readonly [K in keyof typeof runFlags]: (typeof runFlags)[K] extends Flag.Flag<infer A> ? A : never
+}
+
+async function toRunOptions(flags: RunFlagValues, targets: ReadonlyArray<string>): Promise<RunOptions> {
+  const force = Option.getOrUndefined(flags.force)
+  return {
+    workflow: await loadWorkflow(flags.workflow),
+    workspace: flags.workspace,
+    dataDir: Option.getOrUndefined(flags.data),
+    profile: Option.getOrUndefined(flags.profile),
+    paramsFile: Option.getOrUndefined(flags.params),
+    overrides: flags.param,
+    targets,
+    force: force === undefined ? false : force === "*" ? true : force.split(",").map((s) => s.trim()).filter((s) => s !== ""),
+    jobs: flags.jobs,
+    keepGoing: flags.keepGoing,
+    seed: Option.getOrUndefined(flags.seed),
+    noWait: flags.noWait,
+    argv: process.argv.slice(2)
+  }
+}
+
+async function explainCommand(options: RunOptions, onlyStages: ReadonlyArray<string>, asJson: boolean) {
+  const entries = (await explainWorkflow(options)).filter((e) => onlyStages.length === 0 || onlyStages.includes(e.stage))
+  if (asJson) return out(JSON.stringify(entries, null, 2))
+  for (const entry of entries) {
+    const where = entry.item === null ? entry.stage : `${entry.stage} ${entry.item}`
+    out(`${entry.decision.padEnd(7)} ${where}: ${entry.reasons.join("; ")}`)
+  }
+  const count = (d: string) => entries.filter((e) => e.decision === d).length
+  out(`${count("run")} to run, ${count("pending")} pending on upstream, ${count("skip")} to skip`)
+}
+
+async function runCommand(flags: RunFlagValues, targets: ReadonlyArray<string>) {
+  const options = await toRunOptions(flags, targets)
+  if (flags.dryRun) return explainCommand(options, [], false)
+  const progress = new ProgressReporter()
+  const started = Date.now()
+  const summary = await runWorkflow({ ...options, reporter: progress.report })
+  progress.finish()
+  out(formatSummary(summary, Date.now() - started))
+  if (summary.error !== undefined) throw summary.error
+}
+
+const full = Command.make("full", runFlags, (flags) => action(() => runCommand(flags, []))).pipe(
+  Command.withDescription("Run every stage of the workflow, reusing cached results")
+)
+
+const run = Command.make(
+  "run",
+  { ...runFlags, stages: Argument.String("stage").pipe(Argument.withDescription("Stage to run"), Argument.atLeast(1)) },
+  ({ stages, ...flags }) => action(() => runCommand(flags, stages))
+).pipe(Command.withDescription("Run the named stages and what they need upstream"))
+
+const explain = Command.make(
+  "explain",
+  { ...runFlags, json, stages: Argument.String("stage").pipe(Argument.withDescription("Stages to show (default: all)"), Argument.atLeast(0)) },
+  ({ stages, json: asJson, ...flags }) => action(async () => explainCommand(await toRunOptions(flags, []), stages, asJson))
+).pipe(Command.withDescription("For every stage and item: would it run or be skipped, and why"))
+
+const status = Command.make("status", { workspace, json }, (flags) => action(async () => {
+  const result = await workspaceStatus(flags.workspace)
+  if (flags.json) return out(JSON.stringify(result, null, 2))
+  if (result.run === null) return out("no runs yet")
+  out(`newest run ${result.run.id} (${result.run.workflow}, profile ${result.run.profile}): ${result.run.status}, started ${result.run.started}`)
+  for (const s of result.stages) {
+    out(`  ${s.stage.padEnd(16)} ran ${s.ran}, skipped ${s.cached}, failed ${s.failed}${s.last_error === null ? "" : ` (${s.last_error.split("\n")[0]})`}`)
+  }
+})).pipe(Command.withDescription("Show the newest run and how each stage ended"))
+
+const runs = Command.make("runs", { workspace, json }, (flags) => action(async () => {
+  const rows = await listRuns(flags.workspace)
+  if (flags.json) return out(JSON.stringify(rows, null, 2))
+  for (const r of rows) {
+    out(`${r.id} ${r.status.padEnd(11)} ${r.workflow} profile=${r.profile} ran=${r.ran} skipped=${r.cached} failed=${r.failed}${r.pinned ? " pinned" : ""}`)
+  }
+})).pipe(Command.withDescription("List every run, newest first"))
+
+const dag = Command.make("dag", {
+  workflow: workflowFlag,
+  format: Flag.Literals("format", ["mermaid", "dot"]).pipe(Flag.withDescription("Output format"), Flag.withDefault("mermaid"))
+}, (flags) => action(async () => {
+  const graph = buildDag(await loadWorkflow(flags.workflow))
+  out(flags.format === "dot" ? toDot(graph) : toMermaid(graph))
+})).pipe(Command.withDescription("Print the stage graph as Mermaid or Graphviz DOT"))
+
+const lineageCommand = Command.make("lineage", {
+  workspace,
+  json,
+  artifact: Argument.String("artifact").pipe(Argument.withDescription("Artifact hash (or prefix) or path")),
+  upstream: Flag.Boolean("upstream").pipe(Flag.withDescription("Show what produced it (default)"), Flag.withDefault(false)),
+  downstream: Flag.Boolean("downstream").pipe(Flag.withDescription("Show what depends on it"), Flag.withDefault(false))
+}, (flags) => action(async () => {
+  const result = await lineage(flags.workspace, flags.artifact, flags.downstream ? "downstream" : "upstream")
+  if (flags.json) return out(JSON.stringify(result, null, 2))
+  for (const r of result.rows) {
+    const what = r.kind === "source" ? `source ${r.stage} item ${r.item}` : `${r.stage}.${r.port}${r.item === null ? "" : ` item ${r.item}`}`
+    const how = r.execution_id === null ? "" : ` (execution ${r.execution_id}, params ${r.params}, code ${r.code_hash?.slice(0, 12)})`
+    out(`${"  ".repeat(r.depth)}${r.hash.slice(0, 12)} ${what} ${r.path}${how}`)
+  }
+})).pipe(Command.withDescription("Show the inputs, params and code behind an artifact, or what depends on it"))
+
+const queryCommand = Command.make("query", {
+  workspace,
+  json,
+  sql: Argument.String("sql").pipe(Argument.withDescription("One read-only SQL statement"))
+}, (flags) => action(async () => {
+  const result = await query(flags.workspace, flags.sql)
+  const replacer = (_: string, v: unknown) => (typeof v === "bigint" ? Number(v) : v)
+  if (flags.json) return out(JSON.stringify(result.rows, replacer, 2))
+  out(result.columns.join("\t"))
+  for (const row of result.rows) out(result.columns.map((c) => JSON.stringify(row[c], replacer) ?? "").join("\t"))
+})).pipe(Command.withDescription("Run read-only SQL on the workspace database"))
+
+const artifacts = Command.make("artifacts", {
+  workspace,
+  json,
+  stage: Flag.String("stage").pipe(Flag.withDescription("Only this stage's outputs"), Flag.optional),
+  run: Flag.String("run").pipe(Flag.withDescription("Run id (default: the newest)"), Flag.optional)
+}, (flags) => action(async () => {
+  const rows = await listArtifacts(flags.workspace, { stage: Option.getOrUndefined(flags.stage), run: Option.getOrUndefined(flags.run) })
+  if (flags.json) return out(JSON.stringify(rows, null, 2))
+  for (const r of rows) out(`${r.stage}.${r.port}\t${r.item ?? "-"}\t${r.hash}\t${r.path}`)
+})).pipe(Command.withDescription("List the outputs of a run: path, hash and item"))
+
+const gc = Command.make("gc", {
+  workspace,
+  noWait,
+  dryRun: Flag.Boolean("dry-run").pipe(Flag.withDescription("List what would be removed"), Flag.withDefault(false)),
+  keep: Flag.Int("keep").pipe(Flag.withDescription("Number of newest runs whose objects are kept"), Flag.withDefault(5))
+}, (flags) => action(async () => {
+  const result = await collectGarbage(flags.workspace, { dryRun: flags.dryRun, keepRuns: flags.keep, noWait: flags.noWait })
+  const verb = flags.dryRun ? "would remove" : "removed"
+  out(`${verb} ${result.removedObjects.length} objects and ${result.removedRunDirs.length} run folders; ` +
+    `kept ${result.keptObjects} objects used by runs ${result.keptRuns.join(", ")}`)
+})).pipe(Command.withDescription("Remove objects that neither the newest runs nor pinned runs use"))
+
+const pin = Command.make("pin", {
+  workspace,
+  noWait,
+  run: Argument.String("run").pipe(Argument.withDescription("Run id to keep through gc"))
+}, (flags) => action(async () => {
+  await pinRun(flags.workspace, flags.run, { noWait: flags.noWait })
+  out(`pinned run ${flags.run}`)
+})).pipe(Command.withDescription("Keep a run's objects through gc"))
+
+const root = Command.make("workflow").pipe(
+  Command.withDescription("Run and inspect octflow workflows"),
+  Command.withSubcommands([full, run, explain, status, runs, dag, lineageCommand, queryCommand, artifacts, gc, pin])
+)
+
+root.pipe(
+  Command.run({ version: "0.1.0" }),
+  Effect.provide(NodeServices.layer),
+  NodeRuntime.runMain
+)

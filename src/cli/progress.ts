@@ -1,0 +1,114 @@
+/**
+ * Terminal progress for `full` and `run`: on a TTY, one bar per started stage (tasks done /
+ * total, rate, ETA) redrawn at most every 100 ms; otherwise one plain line per task that
+ * ran or failed, and per log line. Both write to stderr; the closing summary goes to stdout.
+ */
+import type { RunEvent, RunSummary } from "../runtime/executor.ts"
+
+interface StageProgress {
+  readonly total: number
+  done: number
+  ran: number
+  cached: number
+  failed: number
+  started: number | null
+}
+
+const formatMs = (ms: number) => (ms < 1000 ? `${Math.round(ms)} ms` : ms < 120_000 ? `${(ms / 1000).toFixed(1)} s` : `${(ms / 60_000).toFixed(1)} min`)
+
+export class ProgressReporter {
+  private readonly stages = new Map<string, StageProgress>()
+  private drawnLines = 0
+  private lastDraw = 0
+
+  constructor(
+    private readonly stream: NodeJS.WriteStream = process.stderr,
+    private readonly isTty: boolean = process.stderr.isTTY === true
+  ) {}
+
+  readonly report = (event: RunEvent): void => {
+    switch (event.type) {
+      case "lock-wait":
+        this.line(`waiting: workspace is in use by process ${event.pid} on ${event.host}`)
+        return
+      case "lock-takeover":
+        this.line(`taking over the lock left by process ${event.pid}, which is no longer running`)
+        return
+      case "plan":
+        this.line(`run ${event.runId}: ${event.stages.map((s) => `${s.stage} (${s.tasks})`).join(", ")}`)
+        for (const s of event.stages) this.stages.set(s.stage, { total: s.tasks, done: 0, ran: 0, cached: 0, failed: 0, started: null })
+        return
+      case "task-start": {
+        const stage = this.stages.get(event.stage)!
+        stage.started ??= Date.now()
+        this.redraw(false)
+        return
+      }
+      case "task-end": {
+        const stage = this.stages.get(event.stage)!
+        stage.done++
+        if (event.action === "ran") stage.ran++
+        if (event.action === "cached") stage.cached++
+        if (event.action === "failed") stage.failed++
+        if (!this.isTty && event.action === "ran") this.line(`${event.stage} ${event.item ?? ""} ran in ${formatMs(event.ms)}`.replace("  ", " "))
+        if (event.action === "failed") this.line(`${event.stage} ${event.item ?? ""} failed: ${event.error ?? ""}`)
+        this.redraw(stage.done === stage.total)
+        return
+      }
+      case "progress":
+        if (!this.isTty && event.info !== undefined) this.line(`${event.stage} ${event.item ?? ""} ${event.done}/${event.total} ${event.info}`)
+        return
+      case "log": {
+        const annotations = event.annotations === undefined ? "" : ` ${JSON.stringify(event.annotations)}`
+        this.line(`[${event.level}] ${event.stage}${event.item === null ? "" : `/${event.item}`}: ${event.message}${annotations}`)
+        return
+      }
+    }
+  }
+
+  private line(text: string) {
+    this.clear()
+    this.stream.write(text + "\n")
+    this.redraw(true)
+  }
+
+  private clear() {
+    if (!this.isTty || this.drawnLines === 0) return
+    this.stream.write(`\x1b[${this.drawnLines}A\x1b[J`)
+    this.drawnLines = 0
+  }
+
+  private redraw(force: boolean) {
+    if (!this.isTty) return
+    const now = Date.now()
+    if (!force && now - this.lastDraw < 100) return
+    this.lastDraw = now
+    this.clear()
+    const lines: Array<string> = []
+    for (const [name, s] of this.stages) {
+      if (s.started === null && s.done === 0) continue
+      const width = 24
+      const filled = Math.round((s.done / Math.max(1, s.total)) * width)
+      const elapsed = (now - (s.started ?? now)) / 1000
+      const rate = s.ran > 0 && elapsed > 0 ? s.ran / elapsed : 0
+      const remaining = s.total - s.done
+      const eta = rate > 0 && remaining > 0 ? ` ETA ${formatMs((remaining / rate) * 1000)}` : ""
+      const rateText = rate > 0 ? ` ${rate.toFixed(1)}/s` : ""
+      lines.push(`${name.padEnd(16)} [${"#".repeat(filled)}${".".repeat(width - filled)}] ${s.done}/${s.total}${rateText}${eta}`)
+    }
+    if (lines.length > 0) this.stream.write(lines.join("\n") + "\n")
+    this.drawnLines = lines.length
+  }
+
+  finish() {
+    this.redraw(true)
+  }
+}
+
+/** The closing summary table: per stage, tasks that ran, were skipped (cached), failed or were blocked. */
+export function formatSummary(summary: RunSummary, elapsedMs: number): string {
+  const header = `${"stage".padEnd(16)} ${"ran".padStart(6)} ${"skipped".padStart(8)} ${"failed".padStart(7)} ${"blocked".padStart(8)} ${"time".padStart(9)}`
+  const rows = summary.stages.map((s) =>
+    `${s.stage.padEnd(16)} ${String(s.ran).padStart(6)} ${String(s.cached).padStart(8)} ${String(s.failed).padStart(7)} ${String(s.blocked).padStart(8)} ${formatMs(s.ms).padStart(9)}`)
+  return [header, ...rows, `run ${summary.runId} ${summary.status} in ${formatMs(elapsedMs)}`].join("\n")
+}

@@ -1,0 +1,199 @@
+/**
+ * Explain (and dry-run) a workflow without running anything: for every stage and item,
+ * whether it would run or be skipped and why, compared with the newest execution of the
+ * same stage and item: which input hash, which param (old -> new), which code module,
+ * which environment value or seed changed.
+ */
+import { existsSync } from "node:fs"
+import { resolve } from "node:path"
+import { Database } from "./db.ts"
+import {
+  buildPlan, isEntryIntact, loadCache, materialOf, planTasks, resolveInputs, taskKey,
+  type CacheEntry, type PlanTask, type RunOptions
+} from "./executor.ts"
+import { fingerprintOf, type FingerprintMaterial } from "./fingerprint.ts"
+import { canonicalJson } from "./params.ts"
+import type { Json } from "./stage.ts"
+import { openForRead, type WorkspaceSession } from "./session.ts"
+import { layout, type StoredObject } from "./store.ts"
+
+export type Decision = "run" | "skip" | "pending"
+
+export type { LastExecution }
+
+export interface ExplainEntry {
+  readonly stage: string
+  readonly item: string | null
+  readonly decision: Decision
+  readonly fingerprint: string | null
+  readonly reasons: ReadonlyArray<string>
+}
+
+interface LastExecution {
+  readonly id: bigint
+  readonly stage: string
+  readonly item: string | null
+  readonly status: string
+  readonly error: string | null
+  readonly code_modules: string | null
+  readonly params: string | null
+  readonly environment: string | null
+  readonly inputs: string | null
+  readonly seed: bigint | null
+}
+
+async function openSession(workspace: string): Promise<WorkspaceSession> {
+  const ws = layout(resolve(workspace))
+  if (existsSync(ws.database)) return openForRead(workspace)
+  const db = await Database.open(":memory:")
+  return { ws, db, close: async () => db.close() }
+}
+
+/** Explain what `run`/`full` with the same options would do. */
+export async function explainWorkflow(options: RunOptions): Promise<Array<ExplainEntry>> {
+  const session = await openSession(options.workspace)
+  try {
+    return await explainWith(options, session)
+  } finally {
+    await session.close()
+  }
+}
+
+async function explainWith(options: RunOptions, session: WorkspaceSession): Promise<Array<ExplainEntry>> {
+  const plan = await buildPlan(options, session, false)
+  const forced = new Set<string>(options.force === true ? plan.selected : Array.isArray(options.force) ? options.force : [])
+  const tasks = planTasks(plan)
+  const cache = await loadCache(session, plan.selected)
+  const last = await loadLastExecutions(session, plan.selected)
+
+  const known = new Map<string, Readonly<Record<string, StoredObject>>>()
+  const entries: Array<ExplainEntry> = []
+  for (const task of tasks.values()) {
+    const pendingDeps = [...new Set(task.deps.filter((d) => !known.has(d.key)).map((d) => d.stage))]
+    if (pendingDeps.length > 0) {
+      entries.push({
+        stage: task.stage,
+        item: task.item,
+        decision: "pending",
+        fingerprint: null,
+        reasons: [`upstream ${pendingDeps.join(", ")} will run; this reruns only if those outputs change`]
+      })
+      continue
+    }
+    const inputs = resolveInputs(plan, session.ws, task, (stage, item) => known.get(taskKey(stage, item))!)
+    const material = materialOf(plan, task, inputs)
+    const fingerprint = fingerprintOf(material)
+    const previous = last.get(task.key)
+    const entry = cache.get(`${task.stage}\u0000${fingerprint}`)
+    const modules = plan.code.get(task.stage)!.modules
+    const decided = await decide(session, task, forced.has(task.stage), entry, previous, material, modules)
+    if (decided.decision === "skip") known.set(task.key, entry!.outputs)
+    entries.push({ stage: task.stage, item: task.item, fingerprint, ...decided })
+  }
+  return entries
+}
+
+async function decide(
+  session: WorkspaceSession, task: PlanTask, forced: boolean, entry: CacheEntry | undefined,
+  previous: LastExecution | undefined, material: FingerprintMaterial, modules: Readonly<Record<string, string>>
+): Promise<{ decision: Decision; reasons: Array<string> }> {
+  if (forced) return { decision: "run", reasons: ["--force names this stage"] }
+  if (entry !== undefined) {
+    if (await isEntryIntact(session.ws, task.node.stage, entry)) {
+      const reused = previous !== undefined && Number(previous.id) !== entry.executionId
+        ? ` (an earlier setting; the newest execution ${previous.id} had other inputs)`
+        : ""
+      return { decision: "skip", reasons: [`fingerprint matches execution ${entry.executionId}${reused}`] }
+    }
+    return { decision: "run", reasons: [`a stored output of execution ${entry.executionId} is missing or has the wrong size`] }
+  }
+  if (previous === undefined) return { decision: "run", reasons: ["no earlier execution of this stage and item"] }
+  const reasons = diffExecution(previous, material, modules, task.stage)
+  if (previous.status !== "ok") reasons.unshift(`the newest execution ${previous.id} failed: ${(previous.error ?? "").split("\n")[0]}`)
+  if (reasons.length === 0) reasons.push("the fingerprint format or stage identity changed")
+  return { decision: "run", reasons }
+}
+
+async function loadLastExecutions(session: WorkspaceSession, stages: ReadonlyArray<string>): Promise<Map<string, LastExecution>> {
+  const rows = await session.db.all<LastExecution>(
+    `SELECT id, stage, item, status, error, code_modules, params, environment, inputs, seed FROM executions
+     WHERE stage IN (${stages.map((_, i) => `$${i + 1}`).join(",")})
+     QUALIFY row_number() OVER (PARTITION BY stage, item ORDER BY id DESC) = 1`,
+    [...stages]
+  )
+  return new Map(rows.map((row) => [taskKey(row.stage, row.item), row]))
+}
+
+const short = (value: Json | undefined) => {
+  if (value === undefined) return "(absent)"
+  if (typeof value === "string" && /^[0-9a-f]{64}$/.test(value)) return value.slice(0, 12)
+  const text = canonicalJson(value)
+  return text.length > 80 ? `${text.slice(0, 77)}...` : text
+}
+
+const parse = (text: string | null): Json => (text === null ? null : (JSON.parse(text) as Json))
+
+/** Human-readable differences between the newest execution and the planned one. */
+export function diffExecution(
+  previous: LastExecution, material: FingerprintMaterial, newModules: Readonly<Record<string, string>>, stage: string
+): Array<string> {
+  const reasons: Array<string> = []
+  const oldParams = (parse(previous.params) ?? {}) as Record<string, Json>
+  const newParams = material.params as Record<string, Json>
+  for (const key of unionKeys(oldParams, newParams)) {
+    if (canonicalJson(oldParams[key] ?? null) !== canonicalJson(newParams[key] ?? null)) {
+      reasons.push(`param ${stage}.${key}: ${short(oldParams[key])} -> ${short(newParams[key])}`)
+    }
+  }
+
+  if (previous.inputs !== null) {
+    const oldInputs = parse(previous.inputs) as Record<string, Json>
+    for (const name of unionKeys(oldInputs, material.inputs)) reasons.push(...diffInput(name, oldInputs[name], material.inputs[name]))
+  }
+
+  const oldModules = (parse(previous.code_modules) ?? {}) as Record<string, string>
+  for (const module of unionKeys(oldModules, newModules)) {
+    if (oldModules[module] === undefined) reasons.push(`code module ${module} added`)
+    else if (newModules[module] === undefined) reasons.push(`code module ${module} no longer imported`)
+    else if (oldModules[module] !== newModules[module]) reasons.push(`code module ${module} changed`)
+  }
+
+  const oldEnvironment = (parse(previous.environment) ?? {}) as Record<string, string>
+  for (const key of unionKeys(oldEnvironment, material.environment)) {
+    if (oldEnvironment[key] !== material.environment[key]) {
+      reasons.push(`environment ${key}: ${oldEnvironment[key] ?? "(absent)"} -> ${material.environment[key] ?? "(absent)"}`)
+    }
+  }
+  if (previous.seed !== null && Number(previous.seed) !== material.seed) reasons.push(`seed: ${previous.seed} -> ${material.seed}`)
+  return reasons
+}
+
+function unionKeys(a: object, b: object): Array<string> {
+  return [...new Set([...Object.keys(a), ...Object.keys(b)])].sort()
+}
+
+function diffInput(name: string, before: Json | undefined, after: Json | undefined): Array<string> {
+  if (canonicalJson(before ?? null) === canonicalJson(after ?? null)) return []
+  const isRecord = (v: Json | undefined): v is Record<string, Json> => typeof v === "object" && v !== null && !Array.isArray(v)
+  if (Array.isArray(before) && Array.isArray(after)) {
+    const keyed = (list: ReadonlyArray<Json>) => Object.fromEntries(list.map((v) => [String((v as Record<string, Json>).key), v]))
+    return diffInput(name, keyed(before), keyed(after))
+  }
+  if (isRecord(before) && isRecord(after) && "files" in after && "key" in after) {
+    const reasons: Array<string> = []
+    const oldFiles = (before.files ?? []) as Array<string>
+    const newFiles = after.files as Array<string>
+    newFiles.forEach((hash, i) => {
+      if (oldFiles[i] !== hash) reasons.push(`input ${name} item ${String(after.key)} file ${i + 1}: ${short(oldFiles[i])} -> ${short(hash)}`)
+    })
+    if (canonicalJson(before.meta ?? null) !== canonicalJson(after.meta ?? null)) reasons.push(`input ${name} item ${String(after.key)} metadata changed`)
+    return reasons
+  }
+  if (isRecord(before) && isRecord(after)) {
+    const changed = unionKeys(before, after).filter((k) => canonicalJson(before[k] ?? null) !== canonicalJson(after[k] ?? null))
+    const shown = changed.slice(0, 5).map((k) => `${k} (${short(before[k])} -> ${short(after[k])})`)
+    const more = changed.length > 5 ? ` and ${changed.length - 5} more` : ""
+    return [`input ${name} changed for item ${shown.join(", ")}${more}`]
+  }
+  return [`input ${name}: ${short(before)} -> ${short(after)}`]
+}

@@ -1,0 +1,255 @@
+/**
+ * Read-side commands over a workspace: status of the newest run, the list of runs, the
+ * outputs of a run, lineage of one artifact, read-only SQL, and garbage collection of
+ * objects that no kept run uses.
+ */
+import { existsSync } from "node:fs"
+import { readdir, readlink, rm } from "node:fs/promises"
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "node:path"
+import { ArtifactNotFound, QueryNotReadOnly, UnknownName } from "./errors.ts"
+import type { SqlValue } from "./db.ts"
+import { openForRead, openForWrite, type OpenOptions, type WorkspaceSession } from "./session.ts"
+import { makeWritable } from "./store.ts"
+
+async function withRead<A>(workspace: string, body: (session: WorkspaceSession) => Promise<A>): Promise<A> {
+  const session = await openForRead(workspace)
+  try {
+    return await body(session)
+  } finally {
+    await session.close()
+  }
+}
+
+export interface RunRow {
+  readonly id: string
+  readonly workflow: string
+  readonly started: string
+  readonly finished: string | null
+  readonly status: string
+  readonly profile: string
+  readonly targets: string
+  readonly pinned: boolean
+  readonly ran: number
+  readonly cached: number
+  readonly failed: number
+}
+
+/** Every run, newest first, with task counts. */
+export function listRuns(workspace: string): Promise<Array<RunRow>> {
+  return withRead(workspace, (session) => session.db.all<RunRow>(
+    `SELECT r.id, r.workflow, r.started::VARCHAR AS started, r.finished::VARCHAR AS finished, r.status, r.profile,
+            r.targets::VARCHAR AS targets, p.run_id IS NOT NULL AS pinned,
+            count(*) FILTER (WHERE t.action = 'ran')::INTEGER AS ran,
+            count(*) FILTER (WHERE t.action = 'cached')::INTEGER AS cached,
+            count(*) FILTER (WHERE t.action = 'failed')::INTEGER AS failed
+     FROM runs r LEFT JOIN run_tasks t ON t.run_id = r.id LEFT JOIN pins p ON p.run_id = r.id
+     GROUP BY r.id, r.workflow, r.started, r.finished, r.status, r.profile, r.targets, p.run_id
+     ORDER BY r.started DESC, r.id DESC`
+  ))
+}
+
+export interface StageStatus {
+  readonly stage: string
+  readonly ran: number
+  readonly cached: number
+  readonly failed: number
+  readonly last_error: string | null
+}
+
+/** The newest run and, per stage, how its tasks ended. */
+export function workspaceStatus(workspace: string): Promise<{ run: RunRow | null; stages: Array<StageStatus> }> {
+  return withRead(workspace, async (session) => {
+    const runs = await session.db.all<RunRow>(
+      "SELECT id, workflow, started::VARCHAR AS started, finished::VARCHAR AS finished, status, profile FROM runs ORDER BY started DESC, id DESC LIMIT 1"
+    )
+    const run = runs[0] ?? null
+    if (run === null) return { run, stages: [] }
+    const stages = await session.db.all<StageStatus>(
+      `SELECT t.stage,
+              count(*) FILTER (WHERE t.action = 'ran')::INTEGER AS ran,
+              count(*) FILTER (WHERE t.action = 'cached')::INTEGER AS cached,
+              count(*) FILTER (WHERE t.action = 'failed')::INTEGER AS failed,
+              max(e.error) FILTER (WHERE t.action = 'failed') AS last_error
+       FROM run_tasks t LEFT JOIN executions e ON e.id = t.execution_id
+       WHERE t.run_id = $1 GROUP BY t.stage ORDER BY min(t.execution_id)`,
+      [run.id]
+    )
+    return { run, stages }
+  })
+}
+
+export interface ArtifactRow {
+  readonly stage: string
+  readonly port: string
+  readonly item: string | null
+  readonly hash: string
+  readonly path: string
+  readonly size: number
+}
+
+/** Outputs of a run (the newest by default), optionally of one stage, sorted by stage, port, item. */
+export function listArtifacts(workspace: string, options: { stage?: string; run?: string } = {}): Promise<Array<ArtifactRow>> {
+  return withRead(workspace, async (session) => {
+    const runId = options.run ?? (await newestRunId(session))
+    if (runId === null) return []
+    const values: Array<SqlValue> = [runId]
+    let filter = ""
+    if (options.stage !== undefined) {
+      values.push(options.stage)
+      filter = "AND a.stage = $2"
+    }
+    const rows = await session.db.all<ArtifactRow>(
+      `SELECT a.stage, a.port, a.item, a.hash, a.path, a.size::DOUBLE AS size
+       FROM run_tasks t JOIN artifacts a ON a.execution_id = t.execution_id
+       WHERE t.run_id = $1 ${filter} ORDER BY a.stage, a.port, a.item`,
+      values
+    )
+    return rows.map((r) => ({ ...r, path: join(session.ws.root, r.path) }))
+  })
+}
+
+async function newestRunId(session: WorkspaceSession): Promise<string | null> {
+  const rows = await session.db.all<{ id: string }>("SELECT id FROM runs WHERE status <> 'running' ORDER BY started DESC, id DESC LIMIT 1")
+  return rows[0]?.id ?? null
+}
+
+export interface LineageRow {
+  readonly depth: number
+  readonly hash: string
+  readonly kind: string
+  readonly stage: string | null
+  readonly port: string | null
+  readonly item: string | null
+  readonly path: string
+  readonly execution_id: number | null
+  readonly params: string | null
+  readonly code_hash: string | null
+}
+
+/** Resolve an artifact reference: a hash or hash prefix, an object path, or a path under runs/ or latest/. */
+async function resolveArtifact(session: WorkspaceSession, ref: string): Promise<string> {
+  let hash = ref
+  if (ref.includes("/") || ref.includes(sep)) {
+    let path = isAbsolute(ref) ? ref : resolve(ref)
+    try {
+      const target = await readlink(path)
+      path = resolve(dirname(path), target)
+    } catch {
+      // Not a link: the path itself is an object path or a source file.
+    }
+    const relativePath = relative(session.ws.root, path).split(sep).join("/")
+    const byPath = await session.db.all<{ hash: string }>(
+      "SELECT hash FROM artifacts WHERE path = $1 OR path = $2 LIMIT 1", [relativePath, path]
+    )
+    if (byPath[0] !== undefined) return byPath[0].hash
+    hash = basename(path).replace(/\..*$/, "")
+  }
+  if (!/^[0-9a-f]{4,64}$/.test(hash)) throw new ArtifactNotFound({ ref })
+  const rows = await session.db.all<{ hash: string }>("SELECT DISTINCT hash FROM artifacts WHERE hash LIKE $1 || '%' LIMIT 2", [hash])
+  if (rows.length !== 1) throw new ArtifactNotFound({ ref })
+  return rows[0]!.hash
+}
+
+/** Ancestors (upstream) or descendants (downstream) of one artifact, nearest first. */
+export function lineage(workspace: string, ref: string, direction: "upstream" | "downstream"): Promise<{ hash: string; rows: Array<LineageRow> }> {
+  return withRead(workspace, async (session) => {
+    const hash = await resolveArtifact(session, ref)
+    const macro = direction === "upstream" ? "upstream_of" : "downstream_of"
+    const rows = await session.db.all<LineageRow>(
+      `WITH hits AS (SELECT hash, depth FROM ${macro}($1) UNION ALL SELECT $1, 0)
+       SELECT DISTINCT h.depth::INTEGER AS depth, a.hash, a.kind, a.stage, a.port, a.item, a.path,
+              a.execution_id::INTEGER AS execution_id, e.params::VARCHAR AS params, e.code_hash
+       FROM hits h JOIN artifacts a ON a.hash = h.hash LEFT JOIN executions e ON e.id = a.execution_id
+       ORDER BY depth, a.stage, a.item, a.port`,
+      [hash]
+    )
+    return { hash, rows }
+  })
+}
+
+const readOnlyStatement = /^\s*(select|with|describe|show|explain|summarize|from|pragma\s+(table_info|show)|values)\b/i
+
+/** Run one read-only SQL statement and return its column names and rows. */
+export function query(workspace: string, sql: string): Promise<{ columns: Array<string>; rows: Array<Record<string, unknown>> }> {
+  if (!readOnlyStatement.test(sql)) throw new QueryNotReadOnly({ sql })
+  return withRead(workspace, async (session) => {
+    const rows = await session.db.all(sql)
+    return { columns: rows[0] === undefined ? [] : Object.keys(rows[0]), rows }
+  })
+}
+
+/** Pin a run so `gc` keeps every object it uses. */
+export async function pinRun(workspace: string, runId: string, options: OpenOptions = {}): Promise<void> {
+  const session = await openForWrite(workspace, options)
+  try {
+    const runs = await session.db.all<{ id: string }>("SELECT id FROM runs WHERE id = $1", [runId])
+    if (runs.length === 0) {
+      const known = await session.db.all<{ id: string }>("SELECT id FROM runs ORDER BY started DESC LIMIT 10")
+      throw new UnknownName({ kind: "run", name: runId, known: known.map((r) => r.id) })
+    }
+    await session.db.run("INSERT OR REPLACE INTO pins VALUES ($1, now())", [runId])
+  } finally {
+    await session.close()
+  }
+}
+
+export interface GcResult {
+  readonly keptRuns: ReadonlyArray<string>
+  readonly removedObjects: ReadonlyArray<string>
+  readonly removedRunDirs: ReadonlyArray<string>
+  readonly keptObjects: number
+}
+
+/**
+ * Remove every object that neither the newest `keepRuns` runs nor a pinned run uses, and
+ * the `runs/<id>` link folders of other runs. Database records stay, so lineage remains
+ * queryable; a cache entry whose object was removed is rerun when next needed.
+ */
+export async function collectGarbage(
+  workspace: string,
+  options: OpenOptions & { readonly keepRuns?: number; readonly dryRun?: boolean } = {}
+): Promise<GcResult> {
+  const session = await openForWrite(workspace, options)
+  try {
+    const keepRuns = options.keepRuns ?? 5
+    const kept = await session.db.all<{ id: string }>(
+      `SELECT id FROM (SELECT id FROM runs ORDER BY started DESC, id DESC LIMIT $1)
+       UNION SELECT run_id FROM pins`,
+      [keepRuns]
+    )
+    const keptIds = kept.map((r) => r.id)
+    const reachable = new Set((await session.db.all<{ path: string }>(
+      `SELECT DISTINCT a.path FROM run_tasks t JOIN artifacts a ON a.execution_id = t.execution_id
+       WHERE t.run_id IN (SELECT id FROM (SELECT id FROM runs ORDER BY started DESC, id DESC LIMIT $1) UNION SELECT run_id FROM pins)`,
+      [keepRuns]
+    )).map((r) => r.path))
+
+    const removedObjects: Array<string> = []
+    if (existsSync(session.ws.objects)) {
+      for (const prefix of await readdir(session.ws.objects)) {
+        for (const name of await readdir(join(session.ws.objects, prefix))) {
+          const relativePath = `objects/${prefix}/${name}`
+          if (reachable.has(relativePath)) continue
+          removedObjects.push(relativePath)
+          if (options.dryRun !== true) {
+            const path = join(session.ws.root, relativePath)
+            await makeWritable(path)
+            await rm(path, { recursive: true, force: true })
+          }
+        }
+      }
+    }
+
+    const removedRunDirs: Array<string> = []
+    if (existsSync(session.ws.runs)) {
+      for (const id of await readdir(session.ws.runs)) {
+        if (keptIds.includes(id)) continue
+        removedRunDirs.push(id)
+        if (options.dryRun !== true) await rm(join(session.ws.runs, id), { recursive: true, force: true })
+      }
+    }
+    return { keptRuns: keptIds, removedObjects, removedRunDirs, keptObjects: reachable.size }
+  } finally {
+    await session.close()
+  }
+}
