@@ -3,8 +3,8 @@
  *
  * Without a forced choice the order is tfjs-node-gpu, tfjs-node, wasm, cpu: the first two
  * are optional native packages that often fail to install, so any load error falls through
- * to the next. The wasm backend gets this project's gradient kernels (src/ml/kernels) and
- * loads its .wasm binaries from the installed package folder, so nothing is fetched.
+ * to the next. The wasm and cpu backends get this project's gradient kernels (src/ml/kernels),
+ * and wasm loads its .wasm binaries from the installed package folder, so nothing is fetched.
  */
 import { createRequire } from "node:module"
 import { dirname, join } from "node:path"
@@ -12,7 +12,7 @@ import * as tf from "@tensorflow/tfjs-core"
 // tfjs-layers registers every op's gradient on import (tfjs-core's Node build does not).
 import "@tensorflow/tfjs-layers"
 import { Data } from "effect"
-import { registerWasmGradientKernels } from "./kernels/index.ts"
+import { registerCpuGradientKernels, registerWasmGradientKernels } from "./kernels/index.ts"
 
 export const backendNames = ["tensorflow-gpu", "tensorflow", "wasm", "cpu"] as const
 export type BackendName = (typeof backendNames)[number]
@@ -91,6 +91,7 @@ async function activateWasm(options: { readonly threads?: number }): Promise<Bac
 
 async function activateCpu(): Promise<BackendInfo> {
   await import("@tensorflow/tfjs-backend-cpu")
+  registerCpuGradientKernels()
   if (!(await tf.setBackend("cpu"))) throw new Error("tf.setBackend('cpu') returned false")
   await tf.ready()
   return { name: "cpu", version: packageVersion(packageOf.cpu), threads: 1, simd: false }

@@ -355,16 +355,23 @@ function epochDirName(epoch: number): string {
   return `epoch-${String(epoch).padStart(4, "0")}`
 }
 
+async function saveOptimizer(optimizer: tf.AdamOptimizer, dir: string, baseName: string): Promise<void> {
+  const weights = await optimizer.getWeights()
+  await saveNamedTensors(dir, baseName, weights)
+  // getWeights makes a new scalar for the iteration count; the moments are live variables.
+  tf.dispose(weights.filter((w) => w.name === "iter").map((w) => w.tensor))
+}
+
 async function writeCheckpoint(dir: string, networks: Networks, state: TrainerState): Promise<void> {
   const name = epochDirName(state.epoch)
   const temporary = join(dir, `.${name}.tmp-${process.pid}`)
   await rm(temporary, { recursive: true, force: true })
   await mkdir(temporary, { recursive: true })
   await saveModel(networks.model, join(temporary, "model"))
-  await saveNamedTensors(temporary, "optimizer", await networks.optimizer.getWeights())
+  await saveOptimizer(networks.optimizer, temporary, "optimizer")
   if (networks.discriminator !== undefined && networks.discriminatorOptimizer !== undefined) {
     await saveModel(networks.discriminator, join(temporary, "discriminator"))
-    await saveNamedTensors(temporary, "discriminator-optimizer", await networks.discriminatorOptimizer.getWeights())
+    await saveOptimizer(networks.discriminatorOptimizer, temporary, "discriminator-optimizer")
   }
   await writeFileAtomic(join(temporary, "state.json"), JSON.stringify(state))
   await replaceDir(temporary, join(dir, name))

@@ -31,6 +31,8 @@ export interface UnetConfig {
   /** Spatial dropout rate of each decoder block, from the deepest; length depth - 1. */
   readonly dropoutRates: ReadonlyArray<number>
   readonly firstKernelSize: number
+  /** Batch-norm moving-average momentum (Keras convention: new = m * old + (1 - m) * batch). */
+  readonly batchNormMomentum: number
   /** Seed of the weight initialisers; layer k uses seed + k. */
   readonly seed: number
 }
@@ -44,6 +46,9 @@ export const paperConfig: UnetConfig = {
   patchWidth: 128,
   dropoutRates: [0.25, 0.25, 0.5],
   firstKernelSize: 7,
+  // 0.9 is PyTorch's default (its momentum 0.1); Keras' 0.99 leaves the moving statistics
+  // far from the batch statistics during short runs, so validation loss lags badly.
+  batchNormMomentum: 0.9,
   seed: 1
 }
 
@@ -117,6 +122,9 @@ export function validateConfig(config: UnetConfig): void {
   checkInteger("firstKernelSize", 1)
   if (config.firstKernelSize % 2 !== 1) {
     throw new UnetConfigError({ field: "firstKernelSize", expected: "odd", actual: config.firstKernelSize })
+  }
+  if (!(config.batchNormMomentum >= 0 && config.batchNormMomentum < 1)) {
+    throw new UnetConfigError({ field: "batchNormMomentum", expected: "a number in [0, 1)", actual: config.batchNormMomentum })
   }
   if (config.dropoutRates.length !== config.depth - 1 || config.dropoutRates.some((r) => !(r >= 0 && r < 1))) {
     throw new UnetConfigError({
@@ -217,13 +225,14 @@ function block(
   filters: number,
   name: string,
   layers: LayerFactory,
+  momentum: number,
   firstKernelSize?: number
 ): tfl.SymbolicTensor {
   let x = input
   if (firstKernelSize !== undefined) x = layers.conv(filters, firstKernelSize, "same", `${name}_conv0`).apply(x) as tfl.SymbolicTensor
   x = layers.conv(filters, 3, "valid", `${name}_conv1`).apply(x) as tfl.SymbolicTensor
   x = layers.conv(filters, 3, "valid", `${name}_conv2`, "linear").apply(x) as tfl.SymbolicTensor
-  x = tfl.layers.batchNormalization({ axis: -1, name: `${name}_bn` }).apply(x) as tfl.SymbolicTensor
+  x = tfl.layers.batchNormalization({ axis: -1, momentum, name: `${name}_bn` }).apply(x) as tfl.SymbolicTensor
   return tfl.layers.reLU({ name: `${name}_relu` }).apply(x) as tfl.SymbolicTensor
 }
 
@@ -244,7 +253,8 @@ export function buildUnet(config: UnetConfig): tfl.LayersModel {
   for (let level = 0; level < config.depth; level++) {
     if (level > 0) x = tfl.layers.maxPooling2d({ poolSize: 2, strides: 2, name: `pool${level}` }).apply(x) as tfl.SymbolicTensor
     const filters = config.baseFilters * 2 ** level
-    x = block(x, filters, `enc${level + 1}`, layers, level === 0 ? config.firstKernelSize : undefined)
+    const firstKernel = level === 0 ? config.firstKernelSize : undefined
+    x = block(x, filters, `enc${level + 1}`, layers, config.batchNormMomentum, firstKernel)
     skips.push(x)
   }
 
@@ -261,7 +271,7 @@ export function buildUnet(config: UnetConfig): tfl.LayersModel {
     let skip = crop(skips[level]!, plan.encoder[level]!, upSize, `${name}_crop_skip`)
     skip = layers.spatialDropout(rate, `${name}_drop_skip`).apply(skip) as tfl.SymbolicTensor
     const merged = tfl.layers.concatenate({ axis: -1, name: `${name}_concat` }).apply([up, skip]) as tfl.SymbolicTensor
-    x = block(merged, filters, name, layers)
+    x = block(merged, filters, name, layers, config.batchNormMomentum)
     size = plan.decoder[step]!
     scales.push({ tensor: x, size })
   }

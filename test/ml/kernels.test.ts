@@ -62,6 +62,7 @@ function maxAbsDifference(a: ArrayLike<number>, b: ArrayLike<number>): number {
 
 describe("wasm gradient kernels", () => {
   beforeAll(async () => {
+    await initBackend({ backend: "cpu" })
     await initBackend({ backend: "wasm" })
   })
 
@@ -96,8 +97,76 @@ describe("wasm gradient kernels", () => {
   })
 })
 
+async function poolGradientOn(backend: string, shape: [number, number, number, number], size: number, stride: number, pad: Padding) {
+  await tf.setBackend(backend)
+  const x = tf.tensor4d(randomValues(shape.reduce((a, b) => a * b), 31), shape)
+  const weights = tf.tidy(() => {
+    const y = tf.maxPool(x, size, stride, pad)
+    return tf.tensor4d(randomValues(y.size, 32), y.shape)
+  })
+  const dx = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(tf.maxPool(a as tf.Tensor4D, size, stride, pad), weights)))(x)
+  const values = await dx.data()
+  tf.dispose([x, weights, dx])
+  return values
+}
+
+const poolCases = [
+  { name: "2x2 s2 valid", shape: [2, 6, 5, 3], size: 2, stride: 2, pad: "valid" },
+  { name: "3x3 s2 same", shape: [1, 7, 6, 2], size: 3, stride: 2, pad: "same" },
+  { name: "3x3 s1 valid", shape: [2, 5, 5, 1], size: 3, stride: 1, pad: "valid" }
+] as const
+
+describe("wasm MaxPoolGrad", () => {
+  it("routes to the window maximum", async () => {
+    await tf.setBackend("wasm")
+    // One 2x2 window per quadrant; maxima at 1, 2, 12 and 15 (row-major 4x4).
+    const x = tf.tensor4d([0, 9, 5, 1, 2, 3, 4, 0, 0, 1, 2, 3, 7, 0, 1, 8], [1, 4, 4, 1])
+    const dx = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(tf.maxPool(a as tf.Tensor4D, 2, 2, "valid"), tf.tensor4d([1, 2, 3, 4], [1, 2, 2, 1]))))(x)
+    expect(Array.from(await dx.data())).toEqual([0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 4])
+  })
+
+  for (const c of poolCases) {
+    it(`matches cpu for ${c.name}`, async () => {
+      const reference = await poolGradientOn("cpu", [...c.shape], c.size, c.stride, c.pad)
+      const wasm = await poolGradientOn("wasm", [...c.shape], c.size, c.stride, c.pad)
+      expect(maxAbsDifference(wasm, reference)).toBeLessThan(1e-6)
+    })
+  }
+})
+
+// dx[b, y, x, c] = sum of dy over the output pixels that read input (y, x): floor(r * in / out).
+function referenceResizeGradient(dy: Float32Array, shape: [number, number, number, number], outHeight: number, outWidth: number): Float32Array {
+  const [n, h, w, c] = shape
+  const dx = new Float32Array(n * h * w * c)
+  for (let b = 0; b < n; b++)
+    for (let r = 0; r < outHeight; r++)
+      for (let q = 0; q < outWidth; q++)
+        for (let k = 0; k < c; k++) {
+          const y = Math.min(h - 1, Math.floor((r * h) / outHeight))
+          const x = Math.min(w - 1, Math.floor((q * w) / outWidth))
+          dx[((b * h + y) * w + x) * c + k]! += dy[((b * outHeight + r) * outWidth + q) * c + k]!
+        }
+  return dx
+}
+
+describe("ResizeNearestNeighborGrad", () => {
+  const shape: [number, number, number, number] = [2, 6, 5, 3]
+  for (const backend of ["cpu", "wasm"]) {
+    it(`batch of two on ${backend}`, async () => {
+      await tf.setBackend(backend)
+      const dyValues = randomValues(2 * 12 * 10 * 3, 41)
+      const x = tf.tensor4d(randomValues(shape.reduce((a, b) => a * b), 40), shape)
+      const weights = tf.tensor4d(dyValues, [2, 12, 10, 3])
+      const dx = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(tf.image.resizeNearestNeighbor(a as tf.Tensor4D, [12, 10]), weights)))(x)
+      const expected = referenceResizeGradient(dyValues, shape, 12, 10)
+      expect(maxAbsDifference(await dx.data(), expected)).toBeLessThan(1e-5)
+      tf.dispose([x, weights, dx])
+    })
+  }
+})
+
 describe("wasm kernel registration", () => {
-  it("replaces both backprop kernels", async () => {
+  it("replaces the listed kernels", async () => {
     const { wasmGradientKernels } = await import("../../src/ml/kernels/index.ts")
     for (const config of wasmGradientKernels) {
       expect(tf.getKernel(config.kernelName, "wasm")?.kernelFunc).toBe(config.kernelFunc)

@@ -1,20 +1,38 @@
 /**
- * Registers this project's gradient kernels for the wasm backend (tfjs-backend-wasm 4.22
- * has no Conv2DBackpropFilter, and its Conv2DBackpropInput is a slow direct loop).
- * Must run before the wasm backend is first used; calling it again does nothing.
+ * Registers this project's gradient kernels. For wasm: tfjs-backend-wasm 4.22 has no
+ * Conv2DBackpropFilter, its Conv2DBackpropInput is a slow direct loop, and its MaxPoolGrad
+ * drops gradient entries. For cpu and wasm alike: ResizeNearestNeighborGrad, whose cpu
+ * version is wrong for batches of more than one. Registering again does nothing.
  */
 import * as tf from "@tensorflow/tfjs-core"
 import { conv2dBackpropFilterConfig } from "./conv2d_backprop_filter.ts"
 import { conv2dBackpropInputConfig } from "./conv2d_backprop_input.ts"
+import { maxPoolGradConfig } from "./max_pool_grad.ts"
+import { resizeNearestNeighborGradConfig, resizeNearestNeighborGradCpuConfig } from "./resize_nearest_neighbor_grad.ts"
 
-export const wasmGradientKernels: ReadonlyArray<tf.KernelConfig> = [conv2dBackpropFilterConfig, conv2dBackpropInputConfig]
+export const wasmGradientKernels: ReadonlyArray<tf.KernelConfig> = [
+  conv2dBackpropFilterConfig,
+  conv2dBackpropInputConfig,
+  maxPoolGradConfig,
+  resizeNearestNeighborGradConfig
+]
+
+export const cpuGradientKernels: ReadonlyArray<tf.KernelConfig> = [resizeNearestNeighborGradCpuConfig]
 
 export function registerWasmGradientKernels(): void {
-  for (const config of wasmGradientKernels) {
-    const existing = tf.getKernel(config.kernelName, "wasm")
+  registerAll(wasmGradientKernels)
+}
+
+export function registerCpuGradientKernels(): void {
+  registerAll(cpuGradientKernels)
+}
+
+function registerAll(configs: ReadonlyArray<tf.KernelConfig>): void {
+  for (const config of configs) {
+    const existing = tf.getKernel(config.kernelName, config.backendName)
     if (existing?.kernelFunc === config.kernelFunc) continue
     // Replaces the package's own kernel where it has one.
-    if (existing !== undefined) tf.unregisterKernel(config.kernelName, "wasm")
+    if (existing !== undefined) tf.unregisterKernel(config.kernelName, config.backendName)
     tf.registerKernel(config)
   }
 }

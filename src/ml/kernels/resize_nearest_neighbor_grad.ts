@@ -1,0 +1,93 @@
+/**
+ * ResizeNearestNeighborGrad for the cpu and wasm backends. tfjs-backend-cpu 4.22's kernel
+ * offsets dy by the images' batch stride, so every batch entry after the first gets wrong
+ * gradients, and it ignores half-pixel centres. This one scatters dy back through the
+ * forward mapping of ResizeNearestNeighbor, on wasm too so both backends agree.
+ *
+ * Shapes (NHWC): images [n, h, w, c], dy [n, outH, outW, c], result like images. Output row r
+ * reads input row min(h - 1, f(ratio * r')) with r' = r + 0.5 for half-pixel centres (else
+ * r), f = round with alignCorners (else floor), and ratio = (h - 1) / (outH - 1) with
+ * alignCorners and outH > 1 (else h / outH); columns likewise.
+ */
+import * as tf from "@tensorflow/tfjs-core"
+import { asHeapBackend, float32View } from "./heap.ts"
+
+interface ResizeGradAttrs {
+  readonly alignCorners: boolean
+  readonly halfPixelCenters: boolean
+}
+
+/** Input index that each output index reads, for one axis. */
+function sourceIndices(inSize: number, outSize: number, attrs: ResizeGradAttrs): Int32Array {
+  const aligned = attrs.alignCorners && outSize > 1
+  const ratio = aligned ? (inSize - 1) / (outSize - 1) : inSize / outSize
+  const indices = new Int32Array(outSize)
+  for (let r = 0; r < outSize; r++) {
+    const fraction = attrs.halfPixelCenters ? ratio * (r + 0.5) : ratio * r
+    let source = Math.min(inSize - 1, attrs.alignCorners ? Math.round(fraction) : Math.floor(fraction))
+    if (attrs.halfPixelCenters) source = Math.max(0, source)
+    indices[r] = source
+  }
+  return indices
+}
+
+type ImageShape = readonly [number, number, number, number]
+
+/** Adds every dy value into dx at the input pixel its output pixel was read from. */
+function scatterGradient(dy: Float32Array, dyShape: ImageShape, dx: Float32Array, imagesShape: ImageShape, attrs: ResizeGradAttrs): void {
+  const [batchSize, inHeight, inWidth, channels] = imagesShape
+  const [, outHeight, outWidth] = dyShape
+  const rows = sourceIndices(inHeight, outHeight, attrs)
+  const cols = sourceIndices(inWidth, outWidth, attrs)
+  dx.fill(0)
+  for (let b = 0; b < batchSize; b++) {
+    for (let r = 0; r < outHeight; r++) {
+      const targetRow = (b * inHeight + rows[r]!) * inWidth
+      const sourceRow = (b * outHeight + r) * outWidth
+      for (let q = 0; q < outWidth; q++) {
+        const target = (targetRow + cols[q]!) * channels
+        const source = (sourceRow + q) * channels
+        for (let c = 0; c < channels; c++) dx[target + c]! += dy[source + c]!
+      }
+    }
+  }
+}
+
+interface KernelArgs {
+  inputs: tf.NamedTensorInfoMap
+  backend: tf.KernelBackend
+  attrs: tf.NamedAttrMap
+}
+
+function resizeNearestNeighborGradWasm(args: KernelArgs): tf.TensorInfo {
+  const backend = asHeapBackend(args.backend)
+  const images = args.inputs.images as tf.TensorInfo
+  const dyInfo = args.inputs.dy as tf.TensorInfo
+  const out = backend.makeOutput([...images.shape], "float32")
+  const dx = float32View(backend, out)
+  const dy = float32View(backend, dyInfo)
+  scatterGradient(dy, dyInfo.shape as unknown as ImageShape, dx, images.shape as unknown as ImageShape, args.attrs as unknown as ResizeGradAttrs)
+  return out
+}
+
+function resizeNearestNeighborGradCpu(args: KernelArgs): tf.TensorInfo {
+  const images = args.inputs.images as tf.TensorInfo
+  const dyInfo = args.inputs.dy as tf.TensorInfo
+  const dy = args.backend.readSync(dyInfo.dataId) as Float32Array
+  const dx = new Float32Array(images.shape.reduce((a, b) => a * b, 1))
+  scatterGradient(dy, dyInfo.shape as unknown as ImageShape, dx, images.shape as unknown as ImageShape, args.attrs as unknown as ResizeGradAttrs)
+  const backend = args.backend as unknown as { makeTensorInfo(shape: number[], dtype: tf.DataType, values: Float32Array): tf.TensorInfo }
+  return backend.makeTensorInfo([...images.shape], "float32", dx)
+}
+
+export const resizeNearestNeighborGradConfig: tf.KernelConfig = {
+  kernelName: tf.ResizeNearestNeighborGrad,
+  backendName: "wasm",
+  kernelFunc: resizeNearestNeighborGradWasm as unknown as tf.KernelFunc
+}
+
+export const resizeNearestNeighborGradCpuConfig: tf.KernelConfig = {
+  kernelName: tf.ResizeNearestNeighborGrad,
+  backendName: "cpu",
+  kernelFunc: resizeNearestNeighborGradCpu as unknown as tf.KernelFunc
+}
