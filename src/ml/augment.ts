@@ -43,6 +43,40 @@ export const drawAugmentation = (rng: Rng, options: AugmentOptions = defaultAugm
 }
 
 /**
+ * Affine map from a patch pixel (r, c) to the source offset (dy, dx) relative to the patch
+ * centre: dy = rowFromR r + rowFromC c + row0 and dx = columnFromR r + columnFromC c + column0.
+ */
+export interface OffsetCoefficients {
+  readonly rowFromR: number
+  readonly rowFromC: number
+  readonly row0: number
+  readonly columnFromR: number
+  readonly columnFromC: number
+  readonly column0: number
+}
+
+/** Computes the affine offset map of an augmentation for a patch of `height` x `width`. */
+export const offsetCoefficients = (height: number, width: number, augmentation: Augmentation): OffsetCoefficients => {
+  const theta = (augmentation.angleDeg * Math.PI) / 180
+  const cos = Math.cos(theta)
+  const sin = Math.sin(theta)
+  const mirror = augmentation.flip ? -1 : 1
+  // dr = r + 0.5 - height / 2 and dc = mirror (c + 0.5 - width / 2), then the inverse
+  // rotation in (row, column) coordinates with rows pointing down:
+  // dy = cos dr - sin dc, dx = sin dr + cos dc.
+  const dr0 = 0.5 - height / 2
+  const dc0 = mirror * (0.5 - width / 2)
+  return {
+    rowFromR: cos,
+    rowFromC: -sin * mirror,
+    row0: cos * dr0 - sin * dc0,
+    columnFromR: sin,
+    columnFromC: cos * mirror,
+    column0: sin * dr0 + cos * dc0
+  }
+}
+
+/**
  * Returns a function that maps a patch pixel (r, c) to the offset, in patch pixels, of the
  * source point it samples, relative to the patch centre. Callers scale and translate the
  * offset into their source image.
@@ -52,16 +86,8 @@ export const makeOffsetMap = (
   width: number,
   augmentation: Augmentation
 ): ((r: number, c: number) => readonly [number, number]) => {
-  const theta = (augmentation.angleDeg * Math.PI) / 180
-  const cos = Math.cos(theta)
-  const sin = Math.sin(theta)
-  const mirror = augmentation.flip ? -1 : 1
-  return (r, c) => {
-    const dr = r + 0.5 - height / 2
-    const dc = mirror * (c + 0.5 - width / 2)
-    // Inverse rotation in (row, column) coordinates with rows pointing down.
-    return [cos * dr - sin * dc, sin * dr + cos * dc]
-  }
+  const k = offsetCoefficients(height, width, augmentation)
+  return (r, c) => [k.rowFromR * r + k.rowFromC * c + k.row0, k.columnFromR * r + k.columnFromC * c + k.column0]
 }
 
 /** An image patch [height, width, channels] (channels fastest) with its labels [height, width]. */

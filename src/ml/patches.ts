@@ -24,7 +24,7 @@
 import { Data } from "effect"
 import { UNLABELLED } from "../volume/labels.ts"
 import type { Volume } from "../volume/volume.ts"
-import { type AugmentOptions, defaultAugmentOptions, drawAugmentation, makeOffsetMap } from "./augment.ts"
+import { type AugmentOptions, defaultAugmentOptions, drawAugmentation, offsetCoefficients } from "./augment.ts"
 import { makeRng, type Rng, type RngState } from "./rng.ts"
 
 /** Axial spacing (mm per pixel along y) at which a patch is cut with no height scaling. */
@@ -377,18 +377,18 @@ export const patchSourceIndices = (
   patchHeight: number,
   patchWidth: number
 ): Int32Array => {
-  const offsetOf = makeOffsetMap(patchHeight, patchWidth, descriptor)
+  const k = offsetCoefficients(patchHeight, patchWidth, descriptor)
   const indices = new Int32Array(patchHeight * patchWidth)
   // The patch centre (between the two middle rows of an even height) sits on the top-left
   // corner of the centre pixel, so the unscaled window is rows [y - h / 2, y + h / 2).
-  const centreRow = descriptor.y
-  const centreColumn = descriptor.x
+  const scale = image.heightScale
   for (let r = 0; r < patchHeight; r++) {
     for (let c = 0; c < patchWidth; c++) {
-      const [dy, dx] = offsetOf(r, c)
+      const dy = k.rowFromR * r + k.rowFromC * c + k.row0
+      const dx = k.columnFromR * r + k.columnFromC * c + k.column0
       // Replicated border: clamp to the first and last row and column.
-      const y = Math.min(image.height - 1, Math.max(0, Math.floor(centreRow + dy * image.heightScale)))
-      const x = Math.min(image.width - 1, Math.max(0, Math.floor(centreColumn + dx)))
+      const y = Math.min(image.height - 1, Math.max(0, Math.floor(descriptor.y + dy * scale)))
+      const x = Math.min(image.width - 1, Math.max(0, Math.floor(descriptor.x + dx)))
       indices[r * patchWidth + c] = y * image.width + x
     }
   }
