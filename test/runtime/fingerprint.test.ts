@@ -1,0 +1,100 @@
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
+import { join } from "node:path"
+import { describe, expect, it } from "vitest"
+import { codeIdentity } from "../../src/runtime/codehash.ts"
+import { deriveSeed, fingerprintOf, type FingerprintMaterial } from "../../src/runtime/fingerprint.ts"
+import { repoRoot, tempDir } from "./helpers.ts"
+
+const material: FingerprintMaterial = {
+  stage: "scale",
+  item: "item-0001",
+  inputs: { numbers: { key: "item-0001", files: ["ab".repeat(32)], meta: { name: "item-0001.txt" } } },
+  params: { factor: 2 },
+  code: "cd".repeat(32),
+  environment: { backend: "cpu" },
+  seed: 7
+}
+
+describe("fingerprintOf", () => {
+  it("matches the golden value", () => {
+    // Golden value from Python: sha256(json.dumps({"v": 1, **material}, sort_keys=True,
+    // separators=(",", ":"))). A change here invalidates every cached result everywhere.
+    expect(fingerprintOf(material)).toBe("01f8a5b35acf4907831973c0ba244dd2b460d478111d51e428f040e3fbbc8cae")
+  })
+
+  it("ignores key order", () => {
+    const reordered = { seed: 7, environment: { backend: "cpu" }, code: material.code, params: { factor: 2 }, inputs: material.inputs, item: "item-0001", stage: "scale" }
+    expect(fingerprintOf(reordered)).toBe(fingerprintOf(material))
+  })
+
+  it.each([
+    ["params", { ...material, params: { factor: 3 } }],
+    ["input hash", { ...material, inputs: { numbers: { key: "item-0001", files: ["ef".repeat(32)], meta: { name: "item-0001.txt" } } } }],
+    ["code", { ...material, code: "00".repeat(32) }],
+    ["environment", { ...material, environment: { backend: "wasm" } }],
+    ["seed", { ...material, seed: 8 }],
+    ["item", { ...material, item: "item-0002" }]
+  ])("changes with %s", (_, changed) => {
+    expect(fingerprintOf(changed)).not.toBe(fingerprintOf(material))
+  })
+})
+
+describe("deriveSeed", () => {
+  it("matches the golden value", () => {
+    // Python: struct.unpack(">I", hashlib.sha256(b"7/train/").digest()[:4])[0]
+    expect(deriveSeed(7, "train", null)).toBe(2131741562)
+  })
+
+  it("differs per item", () => {
+    expect(deriveSeed(7, "train", "a")).not.toBe(deriveSeed(7, "train", "b"))
+  })
+})
+
+function copyModules(): string {
+  const dir = tempDir("code")
+  mkdirSync(join(dir, "lib"))
+  writeFileSync(join(dir, "stage.ts"), `import { helper } from "./lib/helper.ts"\nexport const run = () => helper(2)\n`)
+  writeFileSync(join(dir, "lib/helper.ts"), `// Doubles a number.\nexport function helper(x: number) {\n  return x * 2\n}\n`)
+  return dir
+}
+
+describe("codeIdentity", () => {
+  it("ignores comments and formatting", () => {
+    const dir = copyModules()
+    const before = codeIdentity(join(dir, "stage.ts"))
+    writeFileSync(join(dir, "lib/helper.ts"), `/* Twice x. */ export function helper(x: number) { return x * 2 }  // same\n`)
+    expect(codeIdentity(join(dir, "stage.ts")).hash).toBe(before.hash)
+  })
+
+  it("changes with an imported module's code", () => {
+    const dir = copyModules()
+    const before = codeIdentity(join(dir, "stage.ts"))
+    writeFileSync(join(dir, "lib/helper.ts"), `export function helper(x: number) {\n  return x * 3\n}\n`)
+    const after = codeIdentity(join(dir, "stage.ts"))
+    expect(after.hash).not.toBe(before.hash)
+    expect(after.modules["lib/helper.ts"]).not.toBe(before.modules["lib/helper.ts"])
+    expect(after.modules["stage.ts"]).toBe(before.modules["stage.ts"])
+  })
+
+  it("does not depend on the folder", () => {
+    const first = copyModules()
+    const second = tempDir("code2")
+    mkdirSync(join(second, "lib"))
+    copyFileSync(join(first, "stage.ts"), join(second, "stage.ts"))
+    copyFileSync(join(first, "lib/helper.ts"), join(second, "lib/helper.ts"))
+    expect(codeIdentity(join(second, "stage.ts")).hash).toBe(codeIdentity(join(first, "stage.ts")).hash)
+  })
+
+  it("leaves out runtime modules", () => {
+    const identity = codeIdentity(join(repoRoot, "workflows/synthetic/scale.ts"))
+    expect(Object.keys(identity.modules).sort()).toEqual(["numbers.ts", "scale.ts"])
+  })
+
+  it("reads the module text, not a cache", () => {
+    const dir = copyModules()
+    const path = join(dir, "stage.ts")
+    const before = codeIdentity(path).hash
+    writeFileSync(path, readFileSync(path, "utf8").replace("helper(2)", "helper(4)"))
+    expect(codeIdentity(path).hash).not.toBe(before)
+  })
+})
