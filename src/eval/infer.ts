@@ -30,7 +30,7 @@ import { writeNifti } from "../volume/nifti.ts"
 import type { Volume } from "../volume/volume.ts"
 import type { SliceScores } from "./metrics.ts"
 
-/** A model as tiled inference sees it. */
+/** A segmentation model reduced to its tile sizes and a batch prediction function. */
 export interface Predictor {
   readonly inputHeight: number
   readonly inputWidth: number

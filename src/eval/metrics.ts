@@ -24,9 +24,9 @@ import { type LabelScheme, UNLABELLED } from "../volume/labels.ts"
 import type { Volume } from "../volume/volume.ts"
 
 /**
- * What Dice is when the reference has none of a class in a volume:
+ * Rule for Dice when the reference has none of a class in a volume:
  * - "skip": Dice is null when both reference and prediction are empty, so the volume is
- *   left out of the class's mean Dice; a prediction with the class scores 0;
+ *   left out of the class's mean Dice. A prediction with the class scores 0.
  * - "one": Dice is 1 when both are empty and 0 when only the prediction has the class.
  * The default is "skip". NOTE: the RETOUCH organisers' own evaluation code was not
  * available to confirm that it handles empty references this way.
@@ -43,8 +43,8 @@ export interface MetricsOptions {
 export const defaultMetricsOptions: MetricsOptions = { scheme: "retouch", absentClassRule: "skip" }
 
 /**
- * Per-B-scan detection scores [slices, classCount] (class fastest). Column c holds the
- * maximum predicted probability of class c in the B-scan, and column 0 holds the maximum
+ * Per-B-scan detection scores [slices, classCount] (class fastest). Column c is the
+ * maximum predicted probability of class c in the B-scan, and column 0 is the maximum
  * of 1 - p(background), the score of "any fluid".
  */
 export interface SliceScores {
@@ -451,10 +451,13 @@ export const evaluateVolumes = (
   const evaluations = inputs.map((input) => evaluateVolume(input, options))
   const vendorNames = [...new Set(inputs.map((input) => input.vendor))].sort()
   const withScores = inputs.filter((input) => input.scores !== undefined).length
+  let scoreSource: MetricsReport["scoreSource"] = "mixed"
+  if (withScores === inputs.length) scoreSource = "probability"
+  else if (withScores === 0) scoreSource = "area"
   return {
     scheme: options.scheme,
     absentClassRule: options.absentClassRule,
-    scoreSource: withScores === inputs.length ? "probability" : withScores === 0 ? "area" : "mixed",
+    scoreSource,
     volumes: evaluations.map((evaluation) => evaluation.metrics),
     vendors: vendorNames.map((vendor) =>
       summarizeGroup(

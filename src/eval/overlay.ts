@@ -30,7 +30,7 @@ export const classColours: Readonly<Record<LabelScheme, ReadonlyArray<Rgb>>> = {
   ]
 }
 
-/** Which B-scans to draw: the `count` with the most fluid, or an explicit list. */
+/** Selection of the B-scans to draw: the `mostFluid` with the most fluid, or an explicit list. */
 export type SliceSelection = { readonly mostFluid: number } | { readonly slices: ReadonlyArray<number> }
 
 export interface OverlayOptions {

@@ -4,12 +4,13 @@
  *
  * The model is either a folder written by the trainer (`modelDir`, loaded with tfjs on the
  * backend already initialised) or any `Predictor`. The label scheme follows the model's
- * softmax channels: 4 for RETOUCH (background, IRF, SRF, PED), 2 for binary fluid.
+ * softmax channels: 4 for RETOUCH (background, IRF, SRF, PED), 2 for binary fluid. A
+ * RETOUCH reference given with a binary model is merged to fluid / background first.
  */
 import * as tf from "@tensorflow/tfjs-core"
 import { Data } from "effect"
 import { loadModel } from "../ml/model-io.ts"
-import type { LabelScheme } from "../volume/labels.ts"
+import { type LabelScheme, toBinaryFluid } from "../volume/labels.ts"
 import type { Volume } from "../volume/volume.ts"
 import {
   type InferenceOptions,
@@ -106,22 +107,26 @@ export const predictVolume = async (options: PredictVolumeOptions): Promise<Pred
   const predictor = await resolvePredictor(options)
   const scheme = schemeOf(predictor.classCount, options.caseId)
   const { labels, scores } = await inferVolume(options.volume, predictor, options.inference)
+  const reference =
+    options.reference !== undefined && scheme === "binary" && options.reference.dtype === "uint8"
+      ? toBinaryFluid(options.reference as Volume<Uint8Array>)
+      : options.reference
 
   const files = options.outputBase === undefined ? undefined : await writeLabelVolume(labels, options.outputBase)
   const overlays =
     options.overlayDir === undefined
       ? []
       : await writeOverlays(
-          { image: options.volume, prediction: labels, reference: options.reference },
+          { image: options.volume, prediction: labels, reference },
           options.overlayDir,
           options.caseId,
           { ...options.overlay, scheme }
         )
   const evaluation =
-    options.reference === undefined
+    reference === undefined
       ? undefined
       : evaluateVolume(
-          { caseId: options.caseId, vendor: options.vendor, reference: options.reference, prediction: labels, scores },
+          { caseId: options.caseId, vendor: options.vendor, reference, prediction: labels, scores },
           { scheme, absentClassRule: options.absentClassRule ?? "skip" }
         )
 

@@ -96,6 +96,14 @@ describe("predictVolume", () => {
     expect(Array.from(result.labels.data)).toEqual(Array.from(direct.labels.data))
   })
 
+  it("binary model merges a RETOUCH reference", async () => {
+    const image = makeImage()
+    const reference = makeVolume("uint8", image.dims, image.spacingMm)
+    reference.data.set(image.data.map((value) => (value > 128 ? 3 : 0)))
+    const result = await predictVolume({ predictor: thresholdPredictor, volume: image, vendor: "Topcon", caseId: "T5", reference })
+    expect(result.evaluation!.metrics.classes[0].dice).toBe(1)
+  })
+
   it("missing model is rejected", async () => {
     await expect(predictVolume({ volume: makeImage(), vendor: "Cirrus", caseId: "TEST003" })).rejects.toThrow(
       PredictOptionsError
