@@ -2,8 +2,8 @@
  * Throughput of tiled inference and of the patch sampler, without the U-Net.
  *
  * Inference runs `inferVolume` with a predictor that thresholds the centre channel, at the
- * full network's tile sizes (input 256 x 128, output 164 x 36, overlap 8), on random
- * volumes of Spectralis size (512 x 496, axial 0.0039 mm) and Cirrus size (512 x 1024,
+ * full network's tile sizes (input 256 x 128, output 164 x 36, overlap 8). The volumes are
+ * random, of Spectralis size (512 x 496, axial 0.0039 mm) and Cirrus size (512 x 1024,
  * axial 0.00195 mm, so rows are halved before tiling). That measures what tiling, channel
  * stacking, averaging, argmax and rescaling cost per B-scan, which is what this code adds
  * to a model's own time. The sampler draws default batches (8 x 256 x 128, augmentation

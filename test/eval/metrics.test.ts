@@ -64,7 +64,8 @@ describe("rocAuc", () => {
           for (const [labelB, scoreB] of pairs) {
             if (!labelA || labelB) continue
             total += 1
-            wins += scoreA > scoreB ? 1 : scoreA === scoreB ? 0.5 : 0
+            if (scoreA > scoreB) wins += 1
+            else if (scoreA === scoreB) wins += 0.5
           }
         }
         const result = rocAuc(positive, scores)

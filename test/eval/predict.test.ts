@@ -34,7 +34,7 @@ const thresholdPredictor: Predictor = {
   }
 }
 
-/** A 9 x 7 x 3 volume with a bright block in slice 1. */
+/** Builds a 9 x 7 x 3 volume with a bright block in slice 1. */
 const makeImage = (): Volume => {
   const image = makeVolume("uint8", [9, 7, 3], [0.01, 0.0039, 0.1])
   image.data.fill(40)
