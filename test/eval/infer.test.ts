@@ -16,6 +16,7 @@ import {
   tileStarts,
   writeLabelVolume
 } from "../../src/eval/infer.ts"
+import { buildUnet, cpuConfig, outputSize } from "../../src/ml/unet.ts"
 import { readMetaImage } from "../../src/volume/metaimage.ts"
 import { readNifti } from "../../src/volume/nifti.ts"
 import { makeVolume, type Volume } from "../../src/volume/volume.ts"
@@ -195,6 +196,16 @@ describe("predictorFromModel", () => {
     const predictor = predictorFromModel(buildModel())
     expect([predictor.inputHeight, predictor.inputWidth, predictor.outputHeight, predictor.outputWidth]).toEqual([8, 6, 6, 4])
     expect(predictor.classCount).toBe(2)
+  })
+
+  it("CPU U-Net sizes and labels", async () => {
+    const model = buildUnet(cpuConfig)
+    const predictor = predictorFromModel(model)
+    const expected = outputSize(cpuConfig, cpuConfig.patchHeight, cpuConfig.patchWidth)
+    expect([predictor.outputHeight, predictor.outputWidth]).toEqual([expected.height, expected.width])
+    const { labels } = await inferVolume(randomImage(30, 90, 1, 7), predictor)
+    expect(labels.data.every((label) => label < cpuConfig.numClasses)).toBe(true)
+    model.dispose()
   })
 
   it("single tile matches model.predict", async () => {
