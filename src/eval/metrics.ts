@@ -470,3 +470,76 @@ export const evaluateVolumes = (
     slices: evaluations.flatMap((evaluation) => evaluation.slices)
   }
 }
+
+/** One volume and class, a row of the per-volume table. */
+export interface VolumeClassRow {
+  readonly caseId: string
+  readonly vendor: string
+  readonly className: string
+  readonly dice: number | null
+  readonly referenceVolumeMm3: number
+  readonly predictedVolumeMm3: number
+  readonly absoluteVolumeDifferenceMm3: number
+  readonly referencePresent: boolean
+  readonly volumeScore: number
+  readonly sliceAuc: number | null
+  readonly sliceAucReason: string | null
+}
+
+/** One group (vendor or "all") and class, a row of the summary table. */
+export interface GroupClassRow {
+  readonly group: string
+  readonly className: string
+  readonly volumes: number
+  readonly meanDice: number | null
+  readonly diceCount: number
+  readonly meanAbsoluteVolumeDifferenceMm3: number | null
+  readonly sliceAuc: number | null
+  readonly sliceAucReason: string | null
+  readonly volumeAuc: number | null
+  readonly volumeAucReason: string | null
+}
+
+export interface MetricsTables {
+  readonly volumeClasses: ReadonlyArray<VolumeClassRow>
+  readonly groupClasses: ReadonlyArray<GroupClassRow>
+  readonly slices: ReadonlyArray<SlicePresence>
+}
+
+/** Flattens a report into rows of scalars (null for undefined values), ready for a SQL table. */
+export const metricsTables = (report: MetricsReport): MetricsTables => {
+  const volumeClasses = report.volumes.flatMap((volume) =>
+    volume.classes.map(
+      (metrics): VolumeClassRow => ({
+        caseId: volume.caseId,
+        vendor: volume.vendor,
+        className: metrics.name,
+        dice: metrics.dice,
+        referenceVolumeMm3: metrics.referenceVolumeMm3,
+        predictedVolumeMm3: metrics.predictedVolumeMm3,
+        absoluteVolumeDifferenceMm3: metrics.absoluteVolumeDifferenceMm3,
+        referencePresent: metrics.referencePresent,
+        volumeScore: metrics.volumeScore,
+        sliceAuc: metrics.sliceAuc.value,
+        sliceAucReason: metrics.sliceAuc.reason ?? null
+      })
+    )
+  )
+  const groupClasses = [...report.vendors, report.overall].flatMap((group) =>
+    group.classes.map(
+      (metrics): GroupClassRow => ({
+        group: group.group,
+        className: metrics.name,
+        volumes: group.volumes,
+        meanDice: metrics.meanDice,
+        diceCount: metrics.diceCount,
+        meanAbsoluteVolumeDifferenceMm3: metrics.meanAbsoluteVolumeDifferenceMm3,
+        sliceAuc: metrics.sliceAuc.value,
+        sliceAucReason: metrics.sliceAuc.reason ?? null,
+        volumeAuc: metrics.volumeAuc.value,
+        volumeAucReason: metrics.volumeAuc.reason ?? null
+      })
+    )
+  )
+  return { volumeClasses, groupClasses, slices: report.slices }
+}
