@@ -1,0 +1,189 @@
+import { appendFileSync, chmodSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { dirname, join } from "node:path"
+import { beforeAll, describe, expect, it } from "vitest"
+import { Database } from "../../src/runtime/db.ts"
+import { runWorkflow, type RunOptions, type RunSummary } from "../../src/runtime/executor.ts"
+import { explainWorkflow } from "../../src/runtime/explain.ts"
+import { collectGarbage, lineage, listArtifacts, query } from "../../src/runtime/inspect.ts"
+import type { Workflow } from "../../src/runtime/workflow.ts"
+import { tempDir } from "./helpers.ts"
+import { copySynthetic, type SyntheticCopy } from "./synthetic-copy.ts"
+
+const counts = (summary: RunSummary) =>
+  Object.fromEntries(summary.stages.map((s) => [s.stage, { ran: s.ran, cached: s.cached, failed: s.failed, blocked: s.blocked }]))
+
+const ranCounts = (summary: RunSummary) => Object.fromEntries(summary.stages.map((s) => [s.stage, s.ran]))
+
+describe("runWorkflow on the synthetic workflow", () => {
+  let copy: SyntheticCopy
+  let workflow: Workflow
+  let base: RunOptions
+
+  beforeAll(async () => {
+    copy = copySynthetic()
+    const module = await copy.load()
+    workflow = module.workflow
+    const data = join(copy.root, "data")
+    await module.writeSyntheticData(data, 5)
+    base = { workflow, workspace: join(copy.root, "ws"), dataDir: data, jobs: 2 }
+  })
+
+  it("runs every task first", async () => {
+    const summary = await runWorkflow(base)
+    expect(summary.status).toBe("ok")
+    expect(ranCounts(summary)).toEqual({ scale: 5, stats: 5, report: 1 })
+  })
+
+  it("skips everything on a second run", async () => {
+    const summary = await runWorkflow(base)
+    expect(counts(summary)).toEqual({
+      scale: { ran: 0, cached: 5, failed: 0, blocked: 0 },
+      stats: { ran: 0, cached: 5, failed: 0, blocked: 0 },
+      report: { ran: 0, cached: 1, failed: 0, blocked: 0 }
+    })
+  })
+
+  it("writes outputs under latest", () => {
+    const summary = JSON.parse(readFileSync(join(base.workspace, "latest/report/summary.json"), "utf8"))
+    // Items i = 0..4 hold i, i+1, 2i; scaled by 2 the sums are 2 * (4i + 1).
+    expect(summary.total).toBe(2 * (4 * (0 + 1 + 2 + 3 + 4) + 5))
+  })
+
+  it("gives equal fingerprints in another folder", async () => {
+    const other = tempDir("other")
+    const module = await copy.load()
+    await module.writeSyntheticData(join(other, "data"), 5)
+    await runWorkflow({ ...base, workspace: join(other, "ws"), dataDir: join(other, "data") })
+    const fingerprints = async (ws: string) => {
+      const db = await Database.open(join(ws, "octflow.duckdb"), { readOnly: true })
+      const rows = await db.all<{ f: string }>("SELECT fingerprint AS f FROM executions ORDER BY f")
+      db.close()
+      return rows.map((r) => r.f)
+    }
+    expect(await fingerprints(join(other, "ws"))).toEqual(await fingerprints(base.workspace))
+  })
+
+  it("reruns exactly the dependents of a param", async () => {
+    const summary = await runWorkflow({ ...base, overrides: ["stats.offset=1"] })
+    expect(ranCounts(summary)).toEqual({ scale: 0, stats: 5, report: 1 })
+  })
+
+  it("reuses results of an earlier param value", async () => {
+    const summary = await runWorkflow(base)
+    expect(ranCounts(summary)).toEqual({ scale: 0, stats: 0, report: 0 })
+  })
+
+  it("explains a param change", async () => {
+    const entries = await explainWorkflow({ ...base, overrides: ["scale.factor=3"] })
+    const scale = entries.find((e) => e.stage === "scale" && e.item === "item-0001")!
+    expect(scale.decision).toBe("run")
+    expect(scale.reasons).toContain("param scale.factor: 2 -> 3")
+    expect(entries.find((e) => e.stage === "stats")!.decision).toBe("pending")
+    expect(entries.find((e) => e.stage === "report")!.decision).toBe("pending")
+  })
+
+  it("reruns only a changed item", async () => {
+    writeFileSync(join(base.dataDir!, "item-0002.txt"), "100\n")
+    const entries = await explainWorkflow(base)
+    const changed = entries.find((e) => e.stage === "scale" && e.item === "item-0002")!
+    expect(changed.reasons[0]).toMatch(/^input numbers item item-0002 file 1: [0-9a-f]{12} -> [0-9a-f]{12}$/)
+    expect(entries.filter((e) => e.decision === "skip").length).toBe(8)
+
+    const summary = await runWorkflow(base)
+    expect(ranCounts(summary)).toEqual({ scale: 1, stats: 1, report: 1 })
+    expect(summary.outcomes.get("scale\u0000item-0002")!.action).toBe("ran")
+  })
+
+  it("keeps downstream cached when outputs are equal", async () => {
+    // A blank line changes the file's hash but not the numbers it holds.
+    appendFileSync(join(base.dataDir!, "item-0002.txt"), "\n")
+    const summary = await runWorkflow(base)
+    expect(ranCounts(summary)).toEqual({ scale: 1, stats: 0, report: 0 })
+  })
+
+  it("reruns nothing after a comment edit", async () => {
+    appendFileSync(copy.stageFile("stats"), "\n// A comment changes no behaviour.\n")
+    const summary = await runWorkflow(base)
+    expect(ranCounts(summary)).toEqual({ scale: 0, stats: 0, report: 0 })
+  })
+
+  it("reruns a stage after a code edit", async () => {
+    const file = copy.stageFile("stats")
+    writeFileSync(file, readFileSync(file, "utf8").replace("+ ctx.params.offset", "+ ctx.params.offset + 1"))
+    const entries = await explainWorkflow(base)
+    expect(entries.find((e) => e.stage === "stats")!.reasons).toContain("code module stats.ts changed")
+
+    const summary = await runWorkflow(base)
+    expect(ranCounts(summary)).toEqual({ scale: 0, stats: 5, report: 1 })
+  })
+
+  it("reruns a shared helper's dependents", async () => {
+    appendFileSync(join(dirname(copy.stageFile("scale")), "numbers.ts"), "\nexport const unused = 1\n")
+    const summary = await runWorkflow(base)
+    expect(summary.stages.find((s) => s.stage === "scale")!.ran).toBe(5)
+  })
+
+  it("commits other items when one fails", async () => {
+    process.env.OCTFLOW_SYNTHETIC_FAIL = "item-0003"
+    let summary: RunSummary
+    let kept: RunSummary
+    try {
+      summary = await runWorkflow({ ...base, overrides: ["scale.factor=4"] })
+      kept = await runWorkflow({ ...base, overrides: ["scale.factor=4"], keepGoing: true })
+    } finally {
+      delete process.env.OCTFLOW_SYNTHETIC_FAIL
+    }
+    expect(summary.status).toBe("failed")
+    expect(counts(summary).scale).toEqual({ ran: 4, cached: 0, failed: 1, blocked: 0 })
+    expect(counts(summary).report!.blocked).toBe(1)
+    expect(summary.error!.message).toContain("item-0003: InjectedFailure")
+
+    // With keepGoing the other items flow on into stats; without it, stats may have stopped early.
+    expect(counts(kept).scale).toEqual({ ran: 0, cached: 4, failed: 1, blocked: 0 })
+    expect(counts(kept).stats!.ran + counts(kept).stats!.cached).toBe(4)
+    expect(counts(kept).stats!.blocked).toBe(1)
+
+    const retry = await runWorkflow({ ...base, overrides: ["scale.factor=4"] })
+    expect(ranCounts(retry)).toEqual({ scale: 1, stats: 1, report: 1 })
+  })
+
+  it("records emitted metrics with the outputs", async () => {
+    const result = await query(base.workspace,
+      "SELECT count(*)::INTEGER AS n FROM metrics m JOIN run_tasks t ON t.execution_id = m.execution_id WHERE t.run_id = (SELECT id FROM runs ORDER BY started DESC LIMIT 1)")
+    expect(result.rows[0]!.n).toBe(5)
+  })
+
+  it("traces lineage both ways", async () => {
+    const summaryArtifact = (await listArtifacts(base.workspace, { stage: "report" })).find((a) => a.port === "summary")!
+    const up = await lineage(base.workspace, summaryArtifact.hash, "upstream")
+    const sources = up.rows.filter((r) => r.kind === "source").map((r) => r.item).sort()
+    expect(sources).toEqual(["item-0000", "item-0001", "item-0002", "item-0003", "item-0004"])
+
+    const down = await lineage(base.workspace, join(base.dataDir!, "item-0001.txt"), "downstream")
+    expect(down.rows.map((r) => r.hash)).toContain(summaryArtifact.hash)
+  })
+
+  it("resolves lineage by a runs path", async () => {
+    const result = await lineage(base.workspace, join(base.workspace, "latest/stats/stats/item-0001.json"), "upstream")
+    expect(result.rows.filter((r) => r.depth === 1).map((r) => `${r.stage}.${r.port}`)).toEqual(["scale.scaled"])
+  })
+
+  it("reruns an item whose object is missing", async () => {
+    const artifact = (await listArtifacts(base.workspace, { stage: "stats" })).find((a) => a.item === "item-0004")!
+    chmodSync(dirname(artifact.path), 0o755)
+    rmSync(artifact.path)
+    const summary = await runWorkflow({ ...base, overrides: ["scale.factor=4"] })
+    expect(ranCounts(summary)).toEqual({ scale: 0, stats: 1, report: 0 })
+  })
+
+  it("keeps reachable objects in gc", async () => {
+    const result = await collectGarbage(base.workspace, { keepRuns: 1 })
+    expect(result.removedObjects.length).toBeGreaterThan(0)
+    const summary = await runWorkflow({ ...base, overrides: ["scale.factor=4"] })
+    expect(ranCounts(summary)).toEqual({ scale: 0, stats: 0, report: 0 })
+  })
+
+  it("rejects SQL that writes", () => {
+    expect(() => query(base.workspace, "DROP TABLE runs")).toThrow(/read-only/)
+  })
+})
