@@ -89,6 +89,7 @@ const buildSurfaces = (random: Random, dims: readonly number[], spacing: readonl
   const extentZ = depth * spacing[2]
   const foveaX = extentX * random.uniform(0.4, 0.6)
   const foveaZ = extentZ * random.uniform(0.4, 0.6)
+
   const top = extentY * random.uniform(0.25, 0.35)
   const bowl = extentY * random.uniform(0.05, 0.12)
   const waves = Array.from({ length: 3 }, () => ({
@@ -98,6 +99,7 @@ const buildSurfaces = (random: Random, dims: readonly number[], spacing: readonl
     phase: random.uniform(0, 2 * Math.PI)
   }))
   const baseThickness = Math.min(0.3, extentY * 0.35)
+
   const ilm = new Float64Array(width * depth)
   const thickness = new Float64Array(width * depth)
   for (let z = 0; z < depth; z++) {
@@ -108,6 +110,7 @@ const buildSurfaces = (random: Random, dims: readonly number[], spacing: readonl
       const v = (zMm - foveaZ) / Math.max(extentZ, 1e-6)
       let surface = top + bowl * (u * u + v * v) * 4
       for (const wave of waves) surface += wave.amplitude * Math.sin(2 * Math.PI * (wave.kx * xMm + wave.kz * zMm) + wave.phase)
+
       // Foveal pit: the inner retina thins to about 40% at the centre.
       const radius2 = (xMm - foveaX) ** 2 + (zMm - foveaZ) ** 2
       const pit = Math.exp(-radius2 / (2 * 0.35 * 0.35))

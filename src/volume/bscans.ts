@@ -27,7 +27,7 @@ import type { Volume } from "./volume.ts"
 /** Name of the sidecar file in a B-scan case folder. */
 export const SIDECAR_NAME = "octflow.json"
 
-/** How mask pixel values code the labels. */
+/** Coding of label values in mask pixels. */
 export type MaskEncoding = "0/1" | "0/255" | "retouch" | "retouch-x85"
 
 const maskEncodings: Readonly<Record<MaskEncoding, { scheme: LabelScheme; values: readonly number[]; divisor: number }>> = {

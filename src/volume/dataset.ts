@@ -9,7 +9,7 @@
  *
  * Discovery reads headers only. A problem with one case (unknown vendor, geometry that does
  * not fit the vendor, a damaged header, a reference of another size) is stored on that case
- * as `error`, and `loadCase` raises it; discovery itself raises only when the root folder is
+ * as `error`, and `loadCase` raises it. Discovery itself raises only when the root folder is
  * missing, empty or has no case at all.
  */
 import { open, readdir, readFile, stat } from "node:fs/promises"
@@ -60,7 +60,7 @@ export interface DiscoveryOptions {
 export interface CaseMeta {
   readonly caseName: string
   readonly vendorFolder: string
-  /** Where the vendor came from. */
+  /** Source of the vendor: a `vendor` override, the vendor folder name, or the B-scan sidecar. */
   readonly vendorSource: "override" | "folder" | "sidecar"
   readonly dims?: readonly [number, number, number]
   readonly dtype?: DType
@@ -85,7 +85,7 @@ export interface DatasetCase {
   readonly files: readonly string[]
   readonly scheme: LabelScheme
   readonly meta: CaseMeta
-  /** Why the case cannot be used; `loadCase` raises it. */
+  /** Reason the case cannot be used, raised by `loadCase`. */
   readonly error?: Error
 }
 
@@ -340,6 +340,13 @@ const discoverCase = async (draft: CaseDraft, options: DiscoveryOptions): Promis
   return failedCase(draft, join(draft.dir, "oct.mhd"), "metaimage", options.scheme ?? "retouch", error)
 }
 
+/** Orders case keys by UTF-16 code units, the same on every locale. */
+const compareKeys = (a: DatasetCase, b: DatasetCase): number => {
+  if (a.key < b.key) return -1
+  if (a.key > b.key) return 1
+  return 0
+}
+
 /**
  * Lists the cases of a dataset folder, sorted by key. Reads headers, not voxel data. Raises
  * only for a missing or empty root or one without any case folder; per-case problems are
@@ -373,7 +380,7 @@ export const discoverDataset = async (dir: string, options: DiscoveryOptions = {
 
   const cases: DatasetCase[] = []
   for (const draft of drafts) cases.push(await discoverCase(draft, options))
-  return cases.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
+  return cases.sort(compareKeys)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -35,7 +35,8 @@ describe("makeRandom", () => {
     const random = makeRandom(7)
     for (let i = 0; i < 10000; i++) {
       const value = random.next()
-      expect(value >= 0 && value < 1).toBe(true)
+      expect(value).toBeGreaterThanOrEqual(0)
+      expect(value).toBeLessThan(1)
     }
   })
 })

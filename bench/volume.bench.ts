@@ -1,0 +1,161 @@
+/**
+ * Speed and memory of the phantom generator and the volume readers and writers at full
+ * RETOUCH size.
+ *
+ * Phantom generation runs once per vendor at full geometry (Cirrus 512 x 1024 x 128 uint8 =
+ * 64 MiB, Spectralis 512 x 496 x 49 uint16, Topcon 512 x 885 x 128 uint8). The Cirrus
+ * phantom is then written and read back as `.mhd` + `.raw`, `.mha` with zlib, and
+ * `.nii.gz`. Files go to a temporary directory and stay in the page cache, so the rates are
+ * parse and copy rates, not disk rates. Each I/O case runs `repeats` times and the fastest
+ * run counts. Memory is the growth of resident set size (RSS) during one raw `.mhd` read, in
+ * multiples of the volume's size. With `--expose-gc` a garbage collection runs first.
+ * Without it the number includes leftover garbage and is an upper bound.
+ *
+ * Targets: a full-size Cirrus phantom in at most 5 s; raw `.mhd` read and write at least
+ * 200 MB/s; `.mha` zlib and `.nii.gz` reads at least 30 MB/s of voxel data; a raw read's RSS
+ * growth at most 2.5 x the volume size (the file buffer plus the typed array). A missed target
+ * is recorded with `met: false`; the exit status is non-zero only when a run fails or a round
+ * trip changes a voxel.
+ *
+ * Usage: npx tsx bench/volume.bench.ts   (writes bench/results/volume.json)
+ */
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises"
+import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from "node:os"
+import { dirname, join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { generatePhantom } from "../src/phantom/phantom.ts"
+import { vendors } from "../src/volume/dataset.ts"
+import { readMetaImage, writeMetaImage } from "../src/volume/metaimage.ts"
+import { readNifti, writeNifti } from "../src/volume/nifti.ts"
+import type { Volume } from "../src/volume/volume.ts"
+
+const repeats = 3
+const round = (value: number, digits: number): number => Math.round(value * 10 ** digits) / 10 ** digits
+
+const fastest = async (task: () => Promise<unknown>): Promise<number> => {
+  let best = Number.POSITIVE_INFINITY
+  for (let i = 0; i < repeats; i++) {
+    const started = performance.now()
+    await task()
+    best = Math.min(best, (performance.now() - started) / 1000)
+  }
+  return best
+}
+
+const sameVoxels = (a: Volume, b: Volume): boolean =>
+  Buffer.from(a.data.buffer, a.data.byteOffset, a.data.byteLength).equals(Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength))
+
+const collectGarbage = (): void => {
+  const gc = (globalThis as { gc?: () => void }).gc
+  if (gc !== undefined) gc()
+}
+
+const main = async (): Promise<void> => {
+  const loadBefore = loadavg()
+  const work = await mkdtemp(join(tmpdir(), "octflow-volume-bench-"))
+  let failed = false
+  try {
+    const phantoms = []
+    for (const vendor of vendors) {
+      const started = performance.now()
+      const phantom = generatePhantom({ vendor, seed: 1 })
+      const seconds = (performance.now() - started) / 1000
+      phantoms.push({ vendor, dims: phantom.oct.dims, seconds: round(seconds, 3), phantom })
+    }
+    const cirrus = phantoms[0].phantom.oct
+    const volumeBytes = cirrus.data.byteLength
+    const megabytes = volumeBytes / 1e6
+
+    const cases: { name: string; write: () => Promise<void>; read: () => Promise<Volume>; readTarget: number; writeTarget?: number }[] = [
+      {
+        name: ".mhd + .raw",
+        write: () => writeMetaImage(join(work, "oct.mhd"), cirrus),
+        read: () => readMetaImage(join(work, "oct.mhd")),
+        readTarget: 200,
+        writeTarget: 200
+      },
+      {
+        name: ".mha zlib",
+        write: () => writeMetaImage(join(work, "oct.mha"), cirrus, { compress: true }),
+        read: () => readMetaImage(join(work, "oct.mha")),
+        readTarget: 30
+      },
+      {
+        name: ".nii.gz",
+        write: () => writeNifti(join(work, "oct.nii.gz"), cirrus),
+        read: () => readNifti(join(work, "oct.nii.gz")),
+        readTarget: 30
+      }
+    ]
+    const io = []
+    for (const entry of cases) {
+      const writeSeconds = await fastest(entry.write)
+      let back: Volume | undefined
+      const readSeconds = await fastest(async () => {
+        back = await entry.read()
+      })
+      const intact = back !== undefined && sameVoxels(back, cirrus)
+      if (!intact) failed = true
+      const readRate = megabytes / readSeconds
+      const writeRate = megabytes / writeSeconds
+      io.push({
+        name: entry.name,
+        writeSeconds: round(writeSeconds, 3),
+        readSeconds: round(readSeconds, 3),
+        writeMBPerSecond: round(writeRate, 1),
+        readMBPerSecond: round(readRate, 1),
+        roundTripIntact: intact,
+        targets: {
+          readMBPerSecond: { target: entry.readTarget, met: readRate >= entry.readTarget },
+          ...(entry.writeTarget === undefined ? {} : { writeMBPerSecond: { target: entry.writeTarget, met: writeRate >= entry.writeTarget } })
+        }
+      })
+    }
+
+    collectGarbage()
+    const rssBefore = process.memoryUsage().rss
+    const measured = await readMetaImage(join(work, "oct.mhd"))
+    const rssAfter = process.memoryUsage().rss
+    const rssGrowth = (rssAfter - rssBefore) / volumeBytes
+    if (measured.data.length !== cirrus.data.length) failed = true
+
+    const cirrusSeconds = phantoms[0].seconds
+    const loadAfter = loadavg()
+    const result = {
+      benchmark: "volume",
+      date: new Date().toISOString(),
+      machine: {
+        cpu: cpus()[0]?.model ?? "unknown",
+        logicalCpus: cpus().length,
+        availableParallelism: availableParallelism(),
+        totalMemoryGiB: round(totalmem() / 1024 ** 3, 1),
+        node: process.version,
+        loadAverageBefore: loadBefore.map((value) => round(value, 2)),
+        loadAverageAfter: loadAfter.map((value) => round(value, 2)),
+        underLoad: Math.max(loadBefore[0], loadAfter[0]) > availableParallelism() * 0.5
+      },
+      method: `phantoms generated once per vendor at full size; I/O on the Cirrus phantom (${round(megabytes, 1)} MB), fastest of ${repeats} runs, files in the page cache`,
+      phantom: phantoms.map(({ vendor, dims, seconds }) => ({ vendor, dims, seconds })),
+      phantomTarget: { cirrusSeconds: { target: 5, actual: cirrusSeconds, met: cirrusSeconds <= 5 } },
+      io,
+      memory: {
+        gcForced: (globalThis as { gc?: unknown }).gc !== undefined,
+        rssGrowthPerVolumeSize: round(rssGrowth, 2),
+        target: 2.5,
+        met: rssGrowth <= 2.5
+      }
+    }
+    const resultsDir = join(dirname(fileURLToPath(import.meta.url)), "results")
+    await mkdir(resultsDir, { recursive: true })
+    await writeFile(join(resultsDir, "volume.json"), JSON.stringify(result, null, 2) + "\n")
+    process.stderr.write(`volume bench: wrote ${join(resultsDir, "volume.json")}\n`)
+  } finally {
+    await rm(work, { recursive: true, force: true })
+  }
+  if (failed) {
+    process.stderr.write("volume bench: a round trip changed voxels\n")
+    process.exitCode = 1
+  }
+}
+
+await main()
