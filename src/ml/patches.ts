@@ -85,6 +85,20 @@ export class NoSampleableSlicesError extends Data.TaggedError("NoSampleableSlice
   }
 }
 
+export class SamplerLabelError extends Data.TaggedError("SamplerLabelError")<{
+  readonly caseId: string
+  readonly z: number
+  readonly expected: string
+  readonly actual: number
+}> {
+  override get message(): string {
+    return (
+      `case ${this.caseId}: B-scan ${this.z} has label ${this.actual}, expected ${this.expected}; ` +
+      `check the label volume and the sampler's classCount (4 for RETOUCH labels, 2 for binary)`
+    )
+  }
+}
+
 export class InvalidPatchOptionError extends Data.TaggedError("InvalidPatchOptionError")<{
   readonly option: string
   readonly expected: string
@@ -125,6 +139,8 @@ export type Stratification = "alternate" | "none"
 export interface PatchSamplerOptions {
   readonly seed: number
   readonly batchSize: number
+  /** Classes of the label scheme, background included: labels of labelled B-scans are below it. */
+  readonly classCount: number
   readonly patchHeight: number
   readonly patchWidth: number
   /**
@@ -152,6 +168,7 @@ export interface PatchSamplerOptions {
 export const defaultPatchSamplerOptions: PatchSamplerOptions = {
   seed: 0,
   batchSize: 8,
+  classCount: 4,
   patchHeight: 256,
   patchWidth: 128,
   centredPerSlice: 12,
@@ -257,7 +274,7 @@ export const centerCrop = (labels: Uint8Array, h: number, w: number, outH: numbe
 }
 
 const validateOptions = (options: PatchSamplerOptions): void => {
-  const positiveIntegers = ["batchSize", "patchHeight", "patchWidth", "maxPendingPerKind"] as const
+  const positiveIntegers = ["batchSize", "classCount", "patchHeight", "patchWidth", "maxPendingPerKind"] as const
   for (const name of positiveIntegers) {
     const value = options[name]
     if (!Number.isInteger(value) || value < 1) {
@@ -321,6 +338,17 @@ export const isLabelledSlice = (labels: Volume, z: number): boolean => {
   const data = labels.data
   for (let i = z * size; i < (z + 1) * size; i++) if (data[i] === UNLABELLED) return false
   return true
+}
+
+/** Raises SamplerLabelError when a label of labelled B-scan `z` is not below `classCount`. */
+const checkSliceLabels = (sample: SamplerCase, z: number, classCount: number): void => {
+  const size = sample.labels.dims[0] * sample.labels.dims[1]
+  const data = sample.labels.data
+  for (let i = z * size; i < (z + 1) * size; i++) {
+    if (data[i] >= classCount) {
+      throw new SamplerLabelError({ caseId: sample.id, z, expected: `0..${classCount - 1}`, actual: data[i] })
+    }
+  }
 }
 
 const sliceRoiOf = (sample: SamplerCase, caseIndex: number, z: number): SliceRoi | undefined => {
@@ -516,6 +544,7 @@ export const makePatchSampler = (
   cases.forEach((sample, caseIndex) => {
     for (let z = 0; z < sample.image.dims[2]; z++) {
       if (!isLabelledSlice(sample.labels, z)) continue
+      checkSliceLabels(sample, z, options.classCount)
       const slice = sliceRoiOf(sample, caseIndex, z)
       if (slice !== undefined) slices.push(slice)
     }

@@ -13,6 +13,7 @@ import {
   type PatchSamplerOptions,
   type SamplerCase,
   SamplerDtypeError,
+  SamplerLabelError,
   SamplerShapeMismatchError
 } from "../../src/ml/patches.ts"
 import { makeVolume, type Volume } from "../../src/volume/volume.ts"
@@ -363,6 +364,11 @@ describe("makePatchSampler input checks", () => {
   it("all slices unlabelled is rejected", () => {
     const sample = makeCase({ unlabelled: [0, 1, 2, 3, 4] })
     expect(() => makePatchSampler([sample], plain)).toThrow(NoSampleableSlicesError)
+  })
+
+  it("label above classCount is rejected", () => {
+    const sample = makeCase({ label: () => 2 })
+    expect(() => makePatchSampler([sample], { ...plain, classCount: 2 })).toThrow(SamplerLabelError)
   })
 
   it("message names the case", () => {
