@@ -8,10 +8,10 @@
  * at the patch (model input) size, taken from the centre B-scan. `centerCrop` cuts them to
  * the model output size.
  *
- * Sampling, per labelled B-scan: `centredPerSlice` patches centred on the vertical middle
- * of the ROI in random ROI columns (the centre row jittered by up to `jitterPx` and kept
- * inside the column's ROI run) plus round(centredPerSlice x randomFraction) centred on
- * uniformly random ROI pixels. A patch covers patchHeight x heightScale source rows and
+ * Sampling, per labelled B-scan: `centredPerSlice` patches are centred on the vertical
+ * middle of the ROI in random ROI columns. Their centre row is jittered by up to `jitterPx`
+ * and kept inside the column's ROI run. Then round(centredPerSlice x randomFraction) more
+ * are centred on uniformly random ROI pixels. A patch covers patchHeight x heightScale source rows and
  * patchWidth source columns, where heightScale = REFERENCE_AXIAL_SPACING_MM / axial
  * spacing, so every patch spans the same depth in mm. It is resampled to the patch size
  * with nearest neighbour through the augmentation (flip, rotation), reading the source
@@ -199,11 +199,11 @@ export interface PatchBatch {
   readonly batchSize: number
   readonly height: number
   readonly width: number
-  /** [size, height, width, 3], normalised (v - 128) / 128. */
+  /** [batchSize, height, width, 3], normalised (v - 128) / 128. */
   readonly x: Float32Array
-  /** [size, height, width] labels at the patch size. */
+  /** [batchSize, height, width] labels at the patch size. */
   readonly y: Uint8Array
-  /** [size]: 1 when the patch's output region contains fluid, else 0. */
+  /** [batchSize]: 1 when the patch's output region contains fluid, else 0. */
   readonly presence: Uint8Array
   readonly descriptors: ReadonlyArray<PatchDescriptor>
 }
@@ -668,6 +668,7 @@ export const makePatchSampler = (
     for (const [field, valid, expected] of checks) {
       if (!valid) throw new InvalidSamplerStateError({ field, expected, actual: state[field as keyof PatchSamplerState] })
     }
+
     for (const descriptor of [...state.pendingFluid, ...state.pendingEmpty]) {
       const sample = cases[descriptor.caseIndex]
       if (sample === undefined || descriptor.z < 0 || descriptor.z >= sample.image.dims[2]) {
@@ -678,6 +679,7 @@ export const makePatchSampler = (
         })
       }
     }
+
     rng.setState(state.rng)
     epoch = state.epoch
     cursor = state.cursor
