@@ -206,7 +206,7 @@ const parseDataSource = (
         path,
         key: "ElementDataFile",
         actual: value,
-        expected: `LIST or LIST ${nDims - 1}D (each file holds one slice)`
+        expected: `LIST or LIST ${nDims - 1}D (each file contains one slice)`
       })
     }
     const fileCount = dims.slice(sliceDims).reduce((a, b) => a * b, 1)
@@ -388,34 +388,76 @@ export const readMetaImageHeader = async (path: string): Promise<MetaImageHeader
 const sizeDetail = (header: MetaImageHeader, voxels: number): string =>
   `${voxels} voxels of ${metTypeOf(header.dtype)}, ${bytesPerVoxel(header.dtype)} bytes each`
 
-/** Cuts the data bytes out of a file's bytes, honouring HeaderSize, and checks their size. */
-const sliceDataBytes = (
+/** Cuts the compressed data bytes out of a file's bytes, honouring HeaderSize and CompressedDataSize. */
+const sliceCompressedBytes = (file: string, header: MetaImageHeader, bytes: Buffer, start: number): Buffer => {
+  const available = bytes.length - start
+  const size = header.compressedDataSize ?? available - Math.max(header.headerSize, 0)
+  const offset = header.headerSize === -1 ? bytes.length - size : start + header.headerSize
+  if (offset < start || offset + size > bytes.length) {
+    throw new VolumeTruncatedError({
+      path: file,
+      expectedBytes: size,
+      actualBytes: Math.max(available, 0),
+      detail: "compressed data of CompressedDataSize bytes"
+    })
+  }
+  return bytes.subarray(offset, offset + size)
+}
+
+/**
+ * Returns the offset of uncompressed data in a file of `fileSize` bytes whose data region
+ * starts at `start`, honouring HeaderSize, and checks that exactly `expectedBytes` remain.
+ */
+const locateRawData = (
   file: string,
   header: MetaImageHeader,
-  bytes: Buffer,
+  fileSize: number,
   start: number,
   expectedBytes: number,
   voxels: number
-): Buffer => {
+): number => {
   const detail = sizeDetail(header, voxels)
-  if (header.compressed) {
-    const available = bytes.length - start
-    const size = header.compressedDataSize ?? available - Math.max(header.headerSize, 0)
-    const offset = header.headerSize === -1 ? bytes.length - size : start + header.headerSize
-    if (offset < start || offset + size > bytes.length) {
-      throw new VolumeTruncatedError({ path: file, expectedBytes: size, actualBytes: Math.max(available, 0), detail: "CompressedDataSize" })
-    }
-    return bytes.subarray(offset, offset + size)
-  }
-  const offset = header.headerSize === -1 ? bytes.length - expectedBytes : start + header.headerSize
-  const available = bytes.length - Math.max(offset, start)
+  const offset = header.headerSize === -1 ? fileSize - expectedBytes : start + header.headerSize
+  const available = fileSize - Math.max(offset, start)
   if (offset < start || available < expectedBytes) {
-    throw new VolumeTruncatedError({ path: file, expectedBytes, actualBytes: bytes.length - start - Math.max(header.headerSize, 0), detail })
+    throw new VolumeTruncatedError({ path: file, expectedBytes, actualBytes: fileSize - start - Math.max(header.headerSize, 0), detail })
   }
   if (available > expectedBytes) {
     throw new VolumeOversizedError({ path: file, expectedBytes, actualBytes: available, detail })
   }
-  return bytes.subarray(offset, offset + expectedBytes)
+  return offset
+}
+
+/** Reads uncompressed voxel bytes straight into `target`, without a whole-file buffer. */
+const readRawInto = async (
+  file: string,
+  referencedBy: string | undefined,
+  header: MetaImageHeader,
+  start: number,
+  voxels: number,
+  target: Uint8Array
+): Promise<void> => {
+  let handle
+  try {
+    handle = await open(file, "r")
+  } catch (cause) {
+    return notFound(file, referencedBy, cause)
+  }
+  try {
+    const expectedBytes = voxels * bytesPerVoxel(header.dtype)
+    const { size } = await handle.stat()
+    const offset = locateRawData(file, header, size, start, expectedBytes, voxels)
+    let done = 0
+    while (done < expectedBytes) {
+      const { bytesRead } = await handle.read(target, done, expectedBytes - done, offset + done)
+      if (bytesRead === 0) {
+        throw new VolumeTruncatedError({ path: file, expectedBytes, actualBytes: done, detail: "file shrank while reading" })
+      }
+      done += bytesRead
+    }
+  } finally {
+    await handle.close()
+  }
 }
 
 const inflate = async (file: string, compressed: Buffer, expectedBytes: number, detail: string): Promise<Buffer> => {
@@ -434,7 +476,8 @@ const inflate = async (file: string, compressed: Buffer, expectedBytes: number, 
   return inflated
 }
 
-const readPart = async (
+/** Inflates the compressed data of one part and checks that it contains `voxels` voxels. */
+const readCompressedPart = async (
   file: string,
   header: MetaImageHeader,
   bytes: Buffer,
@@ -442,9 +485,8 @@ const readPart = async (
   voxels: number
 ): Promise<Buffer> => {
   const expectedBytes = voxels * bytesPerVoxel(header.dtype)
-  const data = sliceDataBytes(file, header, bytes, start, expectedBytes, voxels)
-  if (!header.compressed) return data
-  return inflate(file, data, expectedBytes, sizeDetail(header, voxels))
+  const compressed = sliceCompressedBytes(file, header, bytes, start)
+  return inflate(file, compressed, expectedBytes, sizeDetail(header, voxels))
 }
 
 /** Swaps the bytes of every element in place, for 2-, 4- and 8-byte elements. */
@@ -472,20 +514,26 @@ export const readMetaImage = async (path: string): Promise<Volume> => {
   const target = new Uint8Array(data.buffer)
   const source = header.source
 
-  if (source.kind === "local") {
-    // The header bytes of a .mha stop at the data, so read the whole file for the data.
-    const bytes = ext === ".mha" ? await readWhole(path) : headerBytes
-    target.set(await readPart(path, header, bytes, source.offset, voxels))
-  } else if (source.kind === "file") {
-    const bytes = await readWhole(source.path, path)
-    target.set(await readPart(source.path, header, bytes, 0, voxels))
-  } else {
-    const dimList = [width, height, depth]
-    const voxelsPerFile = dimList.slice(0, source.sliceDims).reduce((a, b) => a * b, 1)
-    for (const [index, file] of source.paths.entries()) {
-      const bytes = await readWhole(file, path)
-      target.set(await readPart(file, header, bytes, 0, voxelsPerFile), index * voxelsPerFile * elementBytes)
+  // Each part is a data file (or the .mha itself) with the voxels it contributes.
+  const parts: { file: string; referencedBy: string | undefined; start: number; voxels: number }[] = []
+  if (source.kind === "local") parts.push({ file: path, referencedBy: undefined, start: source.offset, voxels })
+  if (source.kind === "file") parts.push({ file: source.path, referencedBy: path, start: 0, voxels })
+  if (source.kind === "list") {
+    const voxelsPerFile = [width, height, depth].slice(0, source.sliceDims).reduce((a, b) => a * b, 1)
+    for (const file of source.paths) parts.push({ file, referencedBy: path, start: 0, voxels: voxelsPerFile })
+  }
+
+  let targetOffset = 0
+  for (const part of parts) {
+    const partBytes = part.voxels * elementBytes
+    const slot = target.subarray(targetOffset, targetOffset + partBytes)
+    if (header.compressed) {
+      const bytes = part.file === path && ext === ".mhd" ? headerBytes : await readWhole(part.file, part.referencedBy)
+      slot.set(await readCompressedPart(part.file, header, bytes, part.start, part.voxels))
+    } else {
+      await readRawInto(part.file, part.referencedBy, header, part.start, part.voxels, slot)
     }
+    targetOffset += partBytes
   }
 
   if (header.msb === hostIsLittleEndian) swapBytes(target, elementBytes)
