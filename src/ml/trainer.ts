@@ -78,6 +78,11 @@ export interface TrainConfig {
   /** Present for the adversarial variant. */
   readonly adversarial?: AdversarialConfig
   readonly diceEpsilon?: number
+  /**
+   * Samples per forward/backward pass; gradients of the passes of one batch are averaged
+   * before the update. Lets the paper config's batch of 8 fit the wasm backend's 4 GiB heap.
+   */
+  readonly microBatchSize?: number
 }
 
 export interface EpochMetrics {
@@ -266,9 +271,75 @@ interface StepResult {
   readonly discriminatorLoss?: number
 }
 
+/** The U-Net's loss on one (micro-)batch: segmentation loss, plus the adversarial term. */
+function generatorObjective(networks: Networks, config: TrainConfig, chunk: BatchTensors): tf.Scalar {
+  const probabilities = networks.model.apply(chunk.x, { training: true }) as tf.Tensor4D
+  const segmentation = segmentationLossParts(probabilities, chunk.y, { diceEpsilon: config.diceEpsilon }).loss
+  if (networks.discriminator === undefined || config.adversarial === undefined) return segmentation
+  const judged = networks.discriminator.apply(discriminatorPair(chunk.x, probabilities), { training: true }) as tf.Tensor
+  return generatorLoss(segmentation, judged, config.adversarial.weights)
+}
+
+/** Splits a batch along axis 0 into chunks of at most `size` samples (the caller disposes them). */
+function splitBatch(batch: BatchTensors, size: number): Array<BatchTensors> {
+  const total = batch.x.shape[0]
+  const chunks: Array<BatchTensors> = []
+  for (let start = 0; start < total; start += size) {
+    const count = Math.min(size, total - start)
+    chunks.push({
+      x: tf.slice(batch.x, [start, 0, 0, 0], [count, -1, -1, -1]),
+      y: tf.slice(batch.y, [start, 0, 0], [count, -1, -1])
+    })
+  }
+  return chunks
+}
+
+/**
+ * Updates the U-Net once and returns its loss. With config.microBatchSize below the batch
+ * size, gradients of the micro-batches are averaged (weighted by their sizes) before one
+ * Adam update. NOTE: batch norm then normalises with micro-batch statistics, and the
+ * class-balanced cross-entropy is balanced per micro-batch, so this is close to, not equal
+ * to, a whole-batch step.
+ */
+function generatorUpdate(networks: Networks, config: TrainConfig, batch: BatchTensors, seed: number, step: number): number {
+  const variables = trainableVariables(networks.model)
+  const total = batch.x.shape[0]
+  const microBatchSize = config.microBatchSize ?? total
+  if (microBatchSize >= total) {
+    setDropoutSeeds(networks.model, seed, step)
+    return tf.tidy(() => {
+      const cost = networks.optimizer.minimize(() => generatorObjective(networks, config, batch), true, variables)
+      return cost!.dataSync()[0]!
+    })
+  }
+
+  const chunks = splitBatch(batch, microBatchSize)
+  let sums: Record<string, tf.Tensor> | undefined
+  let lossSum = 0
+  for (const [index, chunk] of chunks.entries()) {
+    // Micro-batch k of step t uses the dropout seeds of (t * chunks + k).
+    setDropoutSeeds(networks.model, seed, step * chunks.length + index)
+    const weight = chunk.x.shape[0] / total
+    const { value, grads } = tf.variableGrads(() => tf.mul(weight, generatorObjective(networks, config, chunk)) as tf.Scalar, variables)
+    lossSum += value.dataSync()[0]!
+    value.dispose()
+    if (sums === undefined) {
+      sums = grads
+    } else {
+      const previous: Record<string, tf.Tensor> = sums
+      sums = Object.fromEntries(Object.entries(grads).map(([name, grad]) => [name, tf.add(previous[name]!, grad)]))
+      tf.dispose([...Object.values(previous), ...Object.values(grads)])
+    }
+  }
+  tf.dispose(chunks.flatMap((chunk) => [chunk.x, chunk.y]))
+  networks.optimizer.applyGradients(sums as Parameters<tf.AdamOptimizer["applyGradients"]>[0])
+  tf.dispose(Object.values(sums!))
+  return lossSum
+}
+
 /** One optimisation step on one batch; returns the generator (segmentation) loss. */
 function trainStep(networks: Networks, config: TrainConfig, batch: BatchTensors, seed: number, step: number): StepResult {
-  const { model, optimizer } = networks
+  const { model } = networks
   const numClasses = config.model.numClasses
   let dLoss: number | undefined
   if (networks.discriminator !== undefined && networks.discriminatorOptimizer !== undefined && config.adversarial !== undefined) {
@@ -296,21 +367,8 @@ function trainStep(networks: Networks, config: TrainConfig, batch: BatchTensors,
     })
     dLoss = value
   }
-  setDropoutSeeds(model, seed, networks.discriminator === undefined ? step : 2 * step)
-  const loss = tf.tidy(() => {
-    const cost = optimizer.minimize(
-      () => {
-        const probabilities = model.apply(batch.x, { training: true }) as tf.Tensor4D
-        const segmentation = segmentationLossParts(probabilities, batch.y, { diceEpsilon: config.diceEpsilon }).loss
-        if (networks.discriminator === undefined || config.adversarial === undefined) return segmentation
-        const judged = networks.discriminator.apply(discriminatorPair(batch.x, probabilities), { training: true }) as tf.Tensor
-        return generatorLoss(segmentation, judged, config.adversarial.weights)
-      },
-      true,
-      trainableVariables(model)
-    )
-    return cost!.dataSync()[0]!
-  })
+  const generatorStep = networks.discriminator === undefined ? step : 2 * step
+  const loss = generatorUpdate(networks, config, batch, seed, generatorStep)
   return dLoss === undefined ? { loss } : { loss, discriminatorLoss: dLoss }
 }
 
@@ -327,15 +385,18 @@ async function validate(model: tfl.LayersModel, config: TrainConfig, batches: Re
   for (const batch of batches) {
     const tensors = toTensors(batch, config.model)
     const [loss, counts] = tf.tidy(() => {
-      const probabilities = model.apply(tensors.x, { training: false }) as tf.Tensor4D
-      const parts = segmentationLossParts(probabilities, tensors.y, { diceEpsilon: config.diceEpsilon })
+      // Forward passes in micro-batches bound the memory; the loss is of the whole batch.
+      const chunkSize = config.microBatchSize ?? batch.batchSize
+      const parts = splitBatch(tensors, chunkSize).map((chunk) => model.apply(chunk.x, { training: false }) as tf.Tensor4D)
+      const probabilities = parts.length === 1 ? parts[0]! : tf.concat(parts, 0)
+      const lossParts = segmentationLossParts(probabilities, tensors.y, { diceEpsilon: config.diceEpsilon })
       const labelled = tf.notEqual(tensors.y, UNLABELLED)
       const predicted = tf.logicalAnd(tf.greater(tf.argMax(probabilities, 3), 0), labelled)
       const truth = tf.logicalAnd(tf.greater(tensors.y, 0), labelled)
       const tp = tf.sum(tf.cast(tf.logicalAnd(predicted, truth), "float32"))
       const fp = tf.sum(tf.cast(tf.logicalAnd(predicted, tf.logicalNot(truth)), "float32"))
       const fn = tf.sum(tf.cast(tf.logicalAnd(tf.logicalNot(predicted), truth), "float32"))
-      return [parts.loss.dataSync()[0]!, tf.stack([tp, fp, fn]).dataSync()]
+      return [lossParts.loss.dataSync()[0]!, tf.stack([tp, fp, fn]).dataSync()]
     })
     tf.dispose([tensors.x, tensors.y])
     lossSum += loss
@@ -436,7 +497,11 @@ async function restoreNetworks(networks: Networks, checkpoint: string, state: Tr
   }
 }
 
-function validateOptions(options: TrainOptions): void {
+function validateOptions(config: TrainConfig, options: TrainOptions): void {
+  const micro = config.microBatchSize
+  if (micro !== undefined && (!Number.isInteger(micro) || micro < 1)) {
+    throw new TrainOptionsError({ field: "microBatchSize", expected: "an integer >= 1", actual: micro })
+  }
   for (const field of ["epochs", "stepsPerEpoch"] as const) {
     const value = options[field]
     if (!Number.isInteger(value) || value < 1) throw new TrainOptionsError({ field, expected: "an integer >= 1", actual: value })
@@ -451,7 +516,7 @@ function validateOptions(options: TrainOptions): void {
  * newest checkpoint in `options.checkpointDir` when one exists and `resume` is not false.
  */
 export async function train(config: TrainConfig, sampler: BatchSampler, options: TrainOptions): Promise<TrainResult> {
-  validateOptions(options)
+  validateOptions(config, options)
   const fingerprint = fingerprintOf(config, options)
   const networks = buildNetworks(config, options.seed)
   let history: Array<EpochMetrics> = []

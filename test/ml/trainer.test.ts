@@ -15,6 +15,7 @@ import {
   methodAdversarial,
   methodOptimizer,
   type TrainConfig,
+  TrainOptionsError,
   train
 } from "../../src/ml/trainer.ts"
 import { SyntheticSampler, tinyConfig } from "./fixtures/synthetic.ts"
@@ -178,6 +179,39 @@ describe("train on cpu", () => {
   it("rejects a batch of the wrong size", async () => {
     const wrong = new SyntheticSampler(1, 4, 20, 20)
     await expect(train(config, wrong, { epochs: 1, stepsPerEpoch: 1, validation: validationBatches(), checkpointDir: await temporaryDir(), seed: 4 })).rejects.toThrow(BatchShapeError)
+  })
+
+  it("micro-batches lower the loss", async () => {
+    const counts: Array<number> = []
+    const result = await train({ ...config, microBatchSize: 2 }, sampler(), {
+      epochs: 3,
+      stepsPerEpoch: 8,
+      validation: validationBatches(),
+      checkpointDir: await temporaryDir(),
+      seed: 3,
+      onEpoch: () => {
+        counts.push(tf.memory().numTensors)
+      }
+    })
+    expect(result.history[2]!.loss).toBeLessThan(result.history[0]!.loss)
+    expect(counts[2]).toBe(counts[1])
+    result.model.dispose()
+  })
+
+  it("one micro-batch equals the whole batch", async () => {
+    const run = async (microBatchSize?: number) => {
+      const result = await train({ ...config, microBatchSize }, sampler(), { epochs: 1, stepsPerEpoch: 2, validation: validationBatches(), checkpointDir: await temporaryDir(), seed: 6 })
+      const weights = flatWeights(result.model)
+      result.model.dispose()
+      return weights
+    }
+    const whole = await run(undefined)
+    const single = await run(4)
+    expect(Buffer.from(single.buffer).equals(Buffer.from(whole.buffer))).toBe(true)
+  })
+
+  it("rejects a zero micro-batch size", async () => {
+    await expect(train({ ...config, microBatchSize: 0 }, sampler(), { epochs: 1, stepsPerEpoch: 1, validation: validationBatches(), checkpointDir: await temporaryDir(), seed: 4 })).rejects.toThrow(TrainOptionsError)
   })
 
   it("adversarial variant trains both networks", async () => {
