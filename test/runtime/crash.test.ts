@@ -1,0 +1,93 @@
+import { existsSync, readdirSync } from "node:fs"
+import { join } from "node:path"
+import { beforeAll, describe, expect, it } from "vitest"
+import { runWorkflow } from "../../src/runtime/executor.ts"
+import { listArtifacts, listRuns } from "../../src/runtime/inspect.ts"
+import { workflow, writeSyntheticData } from "../../workflows/synthetic.ts"
+import { runCli, startCli, tempDir, type CliResult } from "./helpers.ts"
+
+const fullArgs = (workspace: string, data: string) => ["full", "--workflow", "synthetic", "--workspace", workspace, "--data", data, "--jobs", "2"]
+
+const ranLines = (stderr: string) => stderr.split("\n").filter((line) => / ran in /.test(line)).length
+
+/** Start a slow run and SIGKILL it once `shouldKill(stderr)` holds. */
+function killWhen(args: ReadonlyArray<string>, shouldKill: (stderr: string) => boolean): Promise<CliResult> {
+  let killed = false
+  const { done } = startCli(args, { OCTFLOW_SYNTHETIC_SLEEP_MS: "400" }, (stderr, child) => {
+    if (!killed && shouldKill(stderr)) {
+      killed = true
+      child.kill("SIGKILL")
+    }
+  })
+  return done
+}
+
+async function artifactHashes(workspace: string): Promise<Record<string, string>> {
+  const rows = await listArtifacts(workspace)
+  return Object.fromEntries(rows.map((r) => [`${r.stage}.${r.port}/${r.item ?? ""}`, r.hash]))
+}
+
+describe("a run killed with SIGKILL", () => {
+  let data: string
+  let reference: Record<string, string>
+
+  beforeAll(async () => {
+    const dir = tempDir("crash")
+    data = join(dir, "data")
+    await writeSyntheticData(data, 8)
+    const clean = await runWorkflow({ workflow, workspace: join(dir, "reference"), dataDir: data, jobs: 2 })
+    expect(clean.error?.message).toBeUndefined()
+    reference = await artifactHashes(join(dir, "reference"))
+  })
+
+  it("finishes with equal hashes after kills", async () => {
+    const workspace = join(tempDir("crash-ws"), "ws")
+    const args = fullArgs(workspace, data)
+    const kills = [
+      await killWhen(args, (stderr) => stderr.includes("run ") && stderr.includes("scale (8)")),
+      await killWhen(args, (stderr) => ranLines(stderr) >= 1),
+      await killWhen(args, (stderr) => ranLines(stderr) >= 3)
+    ]
+    for (const kill of kills) expect(kill.signal).toBe("SIGKILL")
+
+    const rerun = await runCli(args)
+    expect(rerun.code).toBe(0)
+    expect(rerun.stderr).toContain("taking over the lock")
+    expect(await artifactHashes(workspace)).toEqual(reference)
+    expect(readdirSync(join(workspace, "staging"))).toEqual([])
+
+    const statuses = (await listRuns(workspace)).map((r) => r.status)
+    expect(statuses.filter((s) => s === "interrupted").length).toBe(3)
+  })
+})
+
+describe("two processes on one workspace", () => {
+  it("waits, or fails with --no-wait", async () => {
+    const dir = tempDir("concurrent")
+    const data = join(dir, "data")
+    await writeSyntheticData(data, 4)
+    const args = fullArgs(join(dir, "ws"), data)
+
+    let startedWaiter: Promise<CliResult> | null = null
+    let noWait: Promise<CliResult> | null = null
+    const first = startCli(args, { OCTFLOW_SYNTHETIC_SLEEP_MS: "4000" }, (stderr) => {
+      if (noWait === null && stderr.includes("scale (4)")) {
+        noWait = runCli([...args, "--no-wait"])
+        startedWaiter = runCli(args)
+      }
+    })
+    const firstResult = await first.done
+    expect(firstResult.code).toBe(0)
+    expect(noWait).not.toBeNull()
+
+    const refused = await noWait!
+    expect(refused.code).toBe(3)
+    expect(refused.stderr).toMatch(/is in use by process \d+/)
+
+    const waited = await startedWaiter!
+    expect(waited.code).toBe(0)
+    expect(waited.stderr).toContain("waiting: workspace is in use")
+    expect(waited.stdout).toMatch(/report\s+0\s+1\s+0\s+0/)
+    expect(existsSync(join(dir, "ws", "lock"))).toBe(false)
+  })
+})
