@@ -108,7 +108,8 @@ const buildSurfaces = (random: Random, dims: readonly number[], spacing: readonl
       const xMm = (x + 0.5) * spacing[0]
       const u = (xMm - foveaX) / extentX
       const v = (zMm - foveaZ) / Math.max(extentZ, 1e-6)
-      let surface = top + bowl * (u * u + v * v) * 4
+      // Bowl-shaped surface: the centre of the scan lies deeper than its edges, as in many macular B-scans.
+      let surface = top + bowl * (1 - 2 * (u * u + v * v))
       for (const wave of waves) surface += wave.amplitude * Math.sin(2 * Math.PI * (wave.kx * xMm + wave.kz * zMm) + wave.phase)
 
       // Foveal pit: the inner retina thins to about 40% at the centre.
@@ -178,9 +179,16 @@ const scaledGeometry = (options: PhantomOptions): { dims: [number, number, numbe
 }
 
 /**
+ * Rayleigh speckle factors sqrt(-ln(1 - u)) at the 65536 midpoints u = (i + 0.5) / 65536,
+ * so that each 16 random bits give one voxel's speckle without a logarithm.
+ */
+const speckleTable = Float32Array.from({ length: 65536 }, (_, i) => Math.sqrt(-Math.log(1 - (i + 0.5) / 65536)))
+
+/**
  * Generates a phantom volume and its RETOUCH label volume (every slice labelled). The
- * intensity at a voxel is the band's mean times Rayleigh speckle, sqrt(-ln u) / 0.886 for
- * u uniform in (0, 1], clipped to the vendor's range.
+ * intensity at a voxel is the band's mean times Rayleigh speckle sqrt(-ln(1 - u)), u uniform
+ * in [0, 1) and quantised to 16 bits, scaled so that the brightest band's mean (speckle mean
+ * 0.886) sits at 1 / 1.3 of the vendor's maximum, and clipped to that maximum.
  */
 export const generatePhantom = (options: PhantomOptions): Phantom => {
   const random = makeRandom(options.seed)
@@ -194,12 +202,17 @@ export const generatePhantom = (options: PhantomOptions): Phantom => {
   const octData = geometry.dtype === "uint16" ? new Uint16Array(voxels) : new Uint8Array(voxels)
   const labelData = new Uint8Array(voxels)
   const bandEdges = new Float64Array(retinaBands.length)
-  const columnIntensity = new Float64Array(height)
-  const columnLabel = new Uint8Array(height)
+  // Mean intensity and label of one B-scan, x fastest, filled column by column.
+  const sliceIntensity = new Float32Array(width * height)
+  const sliceLabel = new Uint8Array(width * height)
+  const sliceSize = width * height
   const scale = geometry.maxValue / 0.886 / 1.3
+  const choroidStep = Math.exp(-spacingMm[1] / 0.4)
+  const lastBand = retinaBands.length - 1
 
   for (let z = 0; z < depth; z++) {
     const zMm = (z + 0.5) * spacingMm[2]
+    sliceLabel.fill(RetouchClass.background)
     for (let x = 0; x < width; x++) {
       const xMm = (x + 0.5) * spacingMm[0]
       const column = x + width * z
@@ -212,21 +225,22 @@ export const generatePhantom = (options: PhantomOptions): Phantom => {
       }
       const rpe = ilm + thickness
 
-      // Intensity and label along the A-scan, before fluid.
+      // Intensity along the A-scan, before fluid. Depth only grows, so the band index only
+      // advances. Below the RPE the choroid fades as CHOROID * exp(-(depth - rpe) / 0.4 mm).
+      let band = 0
+      let choroid = -1
       for (let y = 0; y < height; y++) {
         const yMm = (y + 0.5) * spacingMm[1]
         let intensity = VITREOUS
-        if (yMm >= ilm) {
-          intensity = CHOROID * Math.exp(-(yMm - rpe) / 0.4)
-          for (let band = 0; band < retinaBands.length; band++) {
-            if (yMm < bandEdges[band]) {
-              intensity = retinaBands[band].intensity
-              break
-            }
-          }
+        if (yMm >= rpe) {
+          // The exponential is evaluated once per column, then stepped by one voxel's decay.
+          choroid = choroid < 0 ? CHOROID * Math.exp(-(yMm - rpe) / 0.4) : choroid * choroidStep
+          intensity = choroid
+        } else if (yMm >= ilm) {
+          while (band < lastBand && yMm >= bandEdges[band]) band++
+          intensity = retinaBands[band].intensity
         }
-        columnIntensity[y] = intensity
-        columnLabel[y] = RetouchClass.background
+        sliceIntensity[x + width * y] = intensity
       }
 
       for (const blob of blobs) {
@@ -238,29 +252,33 @@ export const generatePhantom = (options: PhantomOptions): Phantom => {
           const distance2 = blobDistance2(blob, xMm, yMm, zMm)
           if (blob.label !== RetouchClass.PED) {
             if (distance2 >= 1) continue
-            columnIntensity[y] = FLUID
-            columnLabel[y] = blob.label
+            sliceIntensity[x + width * y] = FLUID
+            sliceLabel[x + width * y] = blob.label
             continue
           }
           // A PED is the upper half of the ellipsoid, under the RPE lifted into a dome.
           if (yMm > blob.centerMm[1]) continue
           if (distance2 < 1) {
-            columnIntensity[y] = PED_INTENSITY
-            columnLabel[y] = blob.label
+            sliceIntensity[x + width * y] = PED_INTENSITY
+            sliceLabel[x + width * y] = blob.label
           } else if (distance2 < LIFTED_RPE_SHELL) {
-            columnIntensity[y] = RPE_INTENSITY
+            sliceIntensity[x + width * y] = RPE_INTENSITY
           }
         }
       }
 
-      for (let y = 0; y < height; y++) {
-        const index = x + width * (y + height * z)
-        const speckle = Math.sqrt(-Math.log(1 - random.next()))
-        const value = columnIntensity[y] * speckle * scale
-        octData[index] = value > geometry.maxValue ? geometry.maxValue : value
-        labelData[index] = columnLabel[y]
-      }
     }
+
+    // Speckle in memory order; one 32-bit draw gives the speckle of two voxels, low half first.
+    const offset = z * sliceSize
+    let bits = 0
+    for (let i = 0; i < sliceSize; i++) {
+      if ((i & 1) === 0) bits = random.nextUint32()
+      const speckle = speckleTable[(i & 1) === 0 ? bits & 0xffff : bits >>> 16]
+      const value = sliceIntensity[i] * speckle * scale
+      octData[offset + i] = value > geometry.maxValue ? geometry.maxValue : value
+    }
+    labelData.set(sliceLabel, offset)
   }
 
   return {

@@ -7,6 +7,8 @@
 export interface Random {
   /** Returns a float in [0, 1). */
   next(): number
+  /** Returns an integer in [0, 2^32), the generator's raw output. */
+  nextUint32(): number
   /** Returns a float in [min, max). */
   uniform(min: number, max: number): number
   /** Returns an integer in [min, maxExclusive). */
@@ -15,15 +17,17 @@ export interface Random {
 
 export const makeRandom = (seed: number): Random => {
   let state = seed >>> 0
-  const next = (): number => {
+  const nextUint32 = (): number => {
     state = (state + 0x6d2b79f5) >>> 0
     let t = state
     t = Math.imul(t ^ (t >>> 15), t | 1)
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+    return (t ^ (t >>> 14)) >>> 0
   }
+  const next = (): number => nextUint32() / 4294967296
   return {
     next,
+    nextUint32,
     uniform: (min, max) => min + (max - min) * next(),
     int: (min, maxExclusive) => min + Math.floor((maxExclusive - min) * next())
   }
