@@ -173,3 +173,36 @@ describe("wasm kernel registration", () => {
     }
   })
 })
+
+describe("FusedBatchNorm gradient", () => {
+  // Gradients of sum(w * y) for y = (x - mean) / sqrt(var + eps) * scale + offset, with mean
+  // and var the batch moments of x, as tfjs-layers' BatchNormalization computes in training.
+  async function gradientsOn(backend: string, fused: boolean): Promise<Array<Float32Array>> {
+    await tf.setBackend(backend)
+    const shape: [number, number, number, number] = [2, 4, 3, 5]
+    const x = tf.tensor4d(randomValues(120, 51), shape)
+    const scale = tf.tensor1d(randomValues(5, 52))
+    const offset = tf.tensor1d(randomValues(5, 53))
+    const w = tf.tensor4d(randomValues(120, 54), shape)
+    const epsilon = 1e-3
+    const f = (a: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => {
+      const { mean, variance } = tf.moments(a, [0, 1, 2])
+      const y = fused
+        ? tf.batchNorm(a as tf.Tensor4D, mean, variance, b as tf.Tensor1D, g as tf.Tensor1D, epsilon)
+        : tf.add(tf.mul(tf.mul(tf.sub(a, mean), tf.rsqrt(tf.add(variance, epsilon))), g), b)
+      return tf.sum(tf.mul(y, w))
+    }
+    const grads = tf.grads(f)([x, scale, offset])
+    const values = await Promise.all(grads.map(async (g) => (await g.data()) as Float32Array))
+    tf.dispose([x, scale, offset, w, ...grads])
+    return values
+  }
+
+  for (const backend of ["cpu", "wasm"]) {
+    it(`matches elementary ops on ${backend}`, async () => {
+      const expected = await gradientsOn(backend, false)
+      const actual = await gradientsOn(backend, true)
+      for (const [index, values] of actual.entries()) expect(maxAbsDifference(values, expected[index]!)).toBeLessThan(1e-4)
+    })
+  }
+})

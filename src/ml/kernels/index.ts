@@ -2,11 +2,13 @@
  * Registers this project's gradient kernels. For wasm: tfjs-backend-wasm 4.22 has no
  * Conv2DBackpropFilter, its Conv2DBackpropInput is a slow direct loop, and its MaxPoolGrad
  * drops gradient entries. For cpu and wasm alike: ResizeNearestNeighborGrad, whose cpu
- * version is wrong for batches of more than one. Registering again does nothing.
+ * version is wrong for batches of more than one. For all backends: a FusedBatchNorm gradient
+ * with fewer full-size temporaries. Registering again does nothing.
  */
 import * as tf from "@tensorflow/tfjs-core"
 import { conv2dBackpropFilterConfig } from "./conv2d_backprop_filter.ts"
 import { conv2dBackpropInputConfig } from "./conv2d_backprop_input.ts"
+import { registerFusedBatchNormGradient } from "./fused_batch_norm_grad.ts"
 import { maxPoolGradConfig } from "./max_pool_grad.ts"
 import { resizeNearestNeighborGradConfig, resizeNearestNeighborGradCpuConfig } from "./resize_nearest_neighbor_grad.ts"
 
@@ -21,10 +23,12 @@ export const cpuGradientKernels: ReadonlyArray<tf.KernelConfig> = [resizeNearest
 
 export function registerWasmGradientKernels(): void {
   registerAll(wasmGradientKernels)
+  registerFusedBatchNormGradient()
 }
 
 export function registerCpuGradientKernels(): void {
   registerAll(cpuGradientKernels)
+  registerFusedBatchNormGradient()
 }
 
 function registerAll(configs: ReadonlyArray<tf.KernelConfig>): void {

@@ -1,0 +1,189 @@
+/**
+ * Benchmarks U-Net training steps (through `train`, so trainer overhead counts) and
+ * inference on the wasm backend against the same architecture, loss, optimiser and batch in
+ * PyTorch on the CPU (bench/torch_unet_step.py, one and two threads), for the cpu and paper
+ * configs. Writes bench/results/train.json.
+ *
+ * Target: a wasm training step is no slower than a one-thread PyTorch step.
+ * Inference B-scans per second assume a 496 x 512 Spectralis B-scan covered by tiles of the
+ * model's output size (tiles per B-scan = ceil(496 / outH) * ceil(512 / outW)).
+ * Usage: npx tsx bench/train.bench.ts [--quick]   (--quick: the cpu config only)
+ */
+import { spawnSync } from "node:child_process"
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { cpus, tmpdir, totalmem } from "node:os"
+import { dirname, join } from "node:path"
+import { fileURLToPath } from "node:url"
+import * as tf from "@tensorflow/tfjs-core"
+import { initBackend } from "../src/ml/backend.ts"
+import { type Batch, type BatchSampler, methodOptimizer, train } from "../src/ml/trainer.ts"
+import { buildUnet, cpuConfig, outputSize, paperConfig, type UnetConfig } from "../src/ml/unet.ts"
+
+const benchDir = dirname(fileURLToPath(import.meta.url))
+const batchSize = 8
+const bscan = { height: 496, width: 512 }
+
+interface TorchResult {
+  readonly torch: string
+  readonly threads: number
+  readonly output: [number, number]
+  readonly step_ms: number
+  readonly inference_batch_ms: number
+}
+
+interface Plan {
+  readonly name: "cpu" | "paper"
+  readonly config: UnetConfig
+  readonly warmupSteps: number
+  readonly timedSteps: number
+  /** Samples per forward/backward pass on wasm (the batch of 8 is split into passes). */
+  readonly microBatchSize?: number
+}
+
+function median(values: ReadonlyArray<number>): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  const middle = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2
+}
+
+/** Random patches and labels of the config's patch size, from a fixed seed. */
+class RandomSampler implements BatchSampler {
+  private readonly batch: Batch
+
+  constructor(config: UnetConfig) {
+    const pixels = batchSize * config.patchHeight * config.patchWidth
+    const x = new Float32Array(pixels * 3)
+    const y = new Uint8Array(pixels)
+    let state = 12345
+    for (let i = 0; i < x.length; i++) {
+      state = (Math.imul(state, 1664525) + 1013904223) >>> 0
+      x[i] = state / 2 ** 31 - 1
+    }
+    for (let i = 0; i < y.length; i++) y[i] = (i >> 7) % config.numClasses
+    this.batch = { x, y, batchSize }
+  }
+
+  nextBatch(): Batch {
+    return this.batch
+  }
+
+  getState(): unknown {
+    return null
+  }
+
+  setState(): void {}
+}
+
+async function timeWasm(plan: Plan) {
+  const { config } = plan
+  const sampler = new RandomSampler(config)
+  const checkpointDir = mkdtempSync(join(tmpdir(), "octflow-train-bench-"))
+  const stepMs: Array<number> = []
+  let last = performance.now()
+  const result = await train(
+    { model: config, optimizer: methodOptimizer, ...(plan.microBatchSize === undefined ? {} : { microBatchSize: plan.microBatchSize }) },
+    sampler,
+    {
+      epochs: 1,
+      stepsPerEpoch: plan.warmupSteps + plan.timedSteps,
+      validation: [sampler.nextBatch()],
+      checkpointDir,
+      seed: 1,
+      resume: false,
+      onProgress: (progress) => {
+        const now = performance.now()
+        if (progress.batchesDone > plan.warmupSteps) stepMs.push(now - last)
+        last = now
+      }
+    }
+  )
+  rmSync(checkpointDir, { recursive: true, force: true })
+
+  const model = result.model
+  const out = outputSize(config, config.patchHeight, config.patchWidth)
+  const chunk = plan.microBatchSize ?? batchSize
+  const x = tf.randomNormal([chunk, config.patchHeight, config.patchWidth, 3], 0, 1, "float32", 1) as tf.Tensor4D
+  const infer = () => tf.tidy(() => (model.predict(x) as tf.Tensor).dataSync())
+  infer()
+  const inferenceMs: Array<number> = []
+  for (let i = 0; i < plan.timedSteps; i++) {
+    const started = performance.now()
+    for (let done = 0; done < batchSize; done += chunk) infer()
+    inferenceMs.push(performance.now() - started)
+  }
+  x.dispose()
+  model.dispose()
+  return { output: out, stepMs: median(stepMs), inferenceBatchMs: median(inferenceMs), stepsTimed: plan.timedSteps }
+}
+
+function timeTorch(plan: Plan, threads: number): TorchResult | { error: string } {
+  const { config } = plan
+  const args = [
+    join(benchDir, "torch_unet_step.py"),
+    ...["--threads", threads, "--base", config.baseFilters, "--depth", config.depth].map(String),
+    ...["--height", config.patchHeight, "--width", config.patchWidth, "--classes", config.numClasses].map(String),
+    ...["--batch", batchSize, "--steps", plan.timedSteps, "--warmup", plan.warmupSteps].map(String)
+  ]
+  const result = spawnSync("/usr/bin/python3", args, { encoding: "utf8" })
+  if (result.status !== 0) return { error: (result.stderr || result.error?.message || "python3 failed").trim().slice(-500) }
+  return JSON.parse(result.stdout.trim().split("\n").pop()!) as TorchResult
+}
+
+function tilesPerBscan(out: { height: number; width: number }): number {
+  return Math.ceil(bscan.height / out.height) * Math.ceil(bscan.width / out.width)
+}
+
+const quick = process.argv.includes("--quick")
+const plans: Array<Plan> = [{ name: "cpu", config: cpuConfig, warmupSteps: 2, timedSteps: 5 }]
+// A whole paper-config batch of 8 needs more than the 4 GiB wasm heap, so it runs as 4 passes of 2.
+if (!quick) plans.push({ name: "paper", config: paperConfig, warmupSteps: 1, timedSteps: 2, microBatchSize: 2 })
+
+const backend = await initBackend({ backend: "wasm" })
+const results = []
+for (const plan of plans) {
+  process.stderr.write(`train.bench: ${plan.name} config on wasm\n`)
+  const wasm = await timeWasm(plan)
+  process.stderr.write(`train.bench: ${plan.name} config in PyTorch\n`)
+  const torch1 = timeTorch(plan, 1)
+  const torch2 = timeTorch(plan, 2)
+  const tiles = tilesPerBscan(wasm.output)
+  const torchStep1 = "step_ms" in torch1 ? torch1.step_ms : undefined
+  results.push({
+    config: plan.name,
+    architecture: {
+      baseFilters: plan.config.baseFilters,
+      depth: plan.config.depth,
+      patch: [plan.config.patchHeight, plan.config.patchWidth],
+      output: [wasm.output.height, wasm.output.width],
+      classes: plan.config.numClasses,
+      batchSize,
+      wasmMicroBatchSize: plan.microBatchSize ?? batchSize
+    },
+    wasm: {
+      stepMs: wasm.stepMs,
+      stepsPerSecond: 1000 / wasm.stepMs,
+      inferenceBatchMs: wasm.inferenceBatchMs,
+      tilesPerBscan: tiles,
+      inferenceBscansPerSecond: (1000 / wasm.inferenceBatchMs) * (batchSize / tiles),
+      stepsTimed: wasm.stepsTimed
+    },
+    torch: { oneThread: torch1, twoThreads: torch2 },
+    stepRatioWasmOverTorch1: torchStep1 === undefined ? null : wasm.stepMs / torchStep1,
+    stepRatioWasmOverTorch2: "step_ms" in torch2 ? wasm.stepMs / torch2.step_ms : null,
+    targetMet: torchStep1 === undefined ? null : wasm.stepMs <= torchStep1
+  })
+}
+
+const report = {
+  benchmark: "train",
+  date: new Date().toISOString(),
+  machine: { cpu: cpus()[0]?.model ?? "unknown", cores: cpus().length, memoryBytes: totalmem(), node: process.version },
+  backend,
+  target: "wasm training step time <= PyTorch (1 thread) step time, same architecture, loss, optimiser and batch",
+  note: "Timings are medians; other processes shared the cores, so treat them as estimates.",
+  results,
+  met: results.every((r) => r.targetMet === true)
+}
+mkdirSync(join(benchDir, "results"), { recursive: true })
+writeFileSync(join(benchDir, "results", "train.json"), JSON.stringify(report, null, 2) + "\n")
+process.stderr.write(`train.bench: wrote bench/results/train.json (target met: ${report.met})\n`)
