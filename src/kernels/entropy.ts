@@ -15,6 +15,7 @@
  * and each term comes from a table of `p * ln(p) / ln(2)` per (pop, count), computed once.
  */
 import { checkGeometry, InvalidParameterError } from "./errors.ts"
+import { ScratchArrays } from "./scratch.ts"
 
 const LN2 = 0.6931471805599453
 
@@ -69,10 +70,11 @@ const sumOccupied = (counts: Int32Array, occupied: Int32Array, terms: Float64Arr
  * Summed-area table of nonzero pixels, (width + 1) x (height + 1): entry (x, y) counts the
  * nonzero pixels with column < x and row < y.
  */
-const countNonzero = (image: Uint8Array, width: number, height: number): Int32Array => {
+const countNonzero = (image: Uint8Array, width: number, height: number, table: Int32Array): Int32Array => {
   const stride = width + 1
-  const table = new Int32Array(stride * (height + 1))
+  table.fill(0, 0, stride)
   for (let y = 0; y < height; y++) {
+    table[(y + 1) * stride] = 0
     let rowCount = 0
     for (let x = 0; x < width; x++) {
       if (image[y * width + x] !== 0) rowCount++
@@ -111,15 +113,24 @@ const slideInterior = (
 
 /**
  * Returns the local entropy of every pixel of `image` (width x height, values 0..255) over
- * the disk of `radius` (15 in the roi method), as float64 in the image's layout.
+ * the disk of `radius` (15 in the roi method), as float64 in the image's layout. With
+ * `scratch`, the result lives in its "entropy" array and is overwritten by the next call
+ * that passes the same scratch.
  */
-export const localEntropy = (image: Uint8Array, width: number, height: number, radius: number): Float64Array => {
+export const localEntropy = (
+  image: Uint8Array,
+  width: number,
+  height: number,
+  radius: number,
+  scratch: ScratchArrays = new ScratchArrays()
+): Float64Array => {
   checkGeometry("entropy image", image.length, width, height)
   const halfWidths = diskHalfWidths(radius)
-  const out = new Float64Array(width * height)
+  const out = scratch.float64("entropy", width * height)
   const counts = new Int32Array(256)
   const occupied = new Int32Array(8)
-  const terms = new EntropyTerms()
+  // Tables depend only on pop, so they carry over between calls and radii.
+  const terms = scratch.object("entropy terms", () => new EntropyTerms())
   // Per disk row (index dy + radius): where the left edge pixel leaves and the right edge
   // pixel enters, as offsets to which the step's x is added.
   const leavingOffsets = new Int32Array(2 * radius + 1)
@@ -128,7 +139,7 @@ export const localEntropy = (image: Uint8Array, width: number, height: number, r
   const firstInteriorX = radius + 1
   const lastInteriorX = width - 1 - radius
 
-  const nonzeroBelow = countNonzero(image, width, height)
+  const nonzeroBelow = countNonzero(image, width, height, scratch.int32("nonzero table", (width + 1) * (height + 1)))
 
   // The histogram of the disk at (0, y) slides down from row to row, and each row's
   // histogram starts as a copy of it. It covers columns 0..radius only.

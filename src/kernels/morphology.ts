@@ -10,8 +10,9 @@
  * iff no background pixel of the image lies within distance r. A closing therefore never
  * removes a pixel.
  */
-import { squaredDistanceTransform } from "./edt.ts"
+import { withinSquaredDistance } from "./edt.ts"
 import { InvalidParameterError } from "./errors.ts"
+import { ScratchArrays } from "./scratch.ts"
 
 const checkRadius = (radius: number): number => {
   if (!Number.isInteger(radius) || radius < 0) {
@@ -20,24 +21,39 @@ const checkRadius = (radius: number): number => {
   return radius * radius
 }
 
-/** Dilates `mask` with the disk of `radius`; outside the image is background. */
-export const dilateDisk = (mask: Uint8Array, width: number, height: number, radius: number): Uint8Array => {
-  const limit = checkRadius(radius)
-  const distances = squaredDistanceTransform(mask, width, height, "foreground")
-  const out = new Uint8Array(mask.length)
-  for (let i = 0; i < out.length; i++) out[i] = distances[i] <= limit ? 1 : 0
-  return out
+/** Dilates `mask` with the disk of `radius` into `out`; outside the image is background. */
+export const dilateDisk = (
+  mask: Uint8Array,
+  width: number,
+  height: number,
+  radius: number,
+  out: Uint8Array = new Uint8Array(mask.length),
+  scratch: ScratchArrays = new ScratchArrays()
+): Uint8Array => withinSquaredDistance(mask, width, height, "foreground", checkRadius(radius), out, scratch)
+
+/** Erodes `mask` with the disk of `radius` into `out`; outside the image is foreground. */
+export const erodeDisk = (
+  mask: Uint8Array,
+  width: number,
+  height: number,
+  radius: number,
+  out: Uint8Array = new Uint8Array(mask.length),
+  scratch: ScratchArrays = new ScratchArrays()
+): Uint8Array => {
+  const nearBackground = withinSquaredDistance(mask, width, height, "background", checkRadius(radius), out, scratch)
+  for (let i = 0; i < nearBackground.length; i++) nearBackground[i] ^= 1
+  return nearBackground
 }
 
-/** Erodes `mask` with the disk of `radius`; outside the image is foreground. */
-export const erodeDisk = (mask: Uint8Array, width: number, height: number, radius: number): Uint8Array => {
-  const limit = checkRadius(radius)
-  const distances = squaredDistanceTransform(mask, width, height, "background")
-  const out = new Uint8Array(mask.length)
-  for (let i = 0; i < out.length; i++) out[i] = distances[i] > limit ? 1 : 0
-  return out
+/** Closes `mask` with the disk of `radius` into `out`: dilation, then erosion. */
+export const closeDisk = (
+  mask: Uint8Array,
+  width: number,
+  height: number,
+  radius: number,
+  out: Uint8Array = new Uint8Array(mask.length),
+  scratch: ScratchArrays = new ScratchArrays()
+): Uint8Array => {
+  const dilated = dilateDisk(mask, width, height, radius, scratch.uint8("dilated", mask.length), scratch)
+  return erodeDisk(dilated, width, height, radius, out, scratch)
 }
-
-/** Closes `mask` with the disk of `radius`: dilation, then erosion. */
-export const closeDisk = (mask: Uint8Array, width: number, height: number, radius: number): Uint8Array =>
-  erodeDisk(dilateDisk(mask, width, height, radius), width, height, radius)

@@ -12,6 +12,7 @@
  *
  * Spectralis gets step 1 only. The output is a uint8 volume of the input's dims and spacing.
  */
+import { type Vendor, vendors } from "../volume/dataset.ts"
 import { summarizeSlices, type LabelScheme, type SliceLabelSummary } from "../volume/labels.ts"
 import type { Volume } from "../volume/volume.ts"
 import { checkGeometry, InvalidParameterError } from "./errors.ts"
@@ -19,9 +20,7 @@ import { applyLut, histogram256, matchHistogramLut } from "./histogram.ts"
 import { toUint8Volume } from "./intensity.ts"
 import { median3x3, zMedianSlice } from "./median.ts"
 
-export type Vendor = "Cirrus" | "Spectralis" | "Topcon"
-
-export const vendors: readonly Vendor[] = ["Cirrus", "Spectralis", "Topcon"]
+export type { Vendor } from "../volume/dataset.ts"
 
 /** Vendors whose volumes are histogram-matched and median-filtered. */
 const filteredVendors: readonly Vendor[] = ["Cirrus", "Topcon"]

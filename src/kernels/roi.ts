@@ -15,6 +15,7 @@ import type { Volume } from "../volume/volume.ts"
 import { localEntropy } from "./entropy.ts"
 import { checkGeometry, InvalidParameterError, InvalidShapeError } from "./errors.ts"
 import { closeDisk } from "./morphology.ts"
+import { ScratchArrays } from "./scratch.ts"
 
 /** Label value of every voxel of a B-scan that has no reference. */
 const UNLABELLED = 255
@@ -72,26 +73,36 @@ export const roiSlice = (
   height: number,
   fluid?: Uint8Array,
   params: RoiParams = defaultRoiParams
+): Uint8Array => computeRoi(pixels, width, height, fluid, params, new Uint8Array(pixels.length), new ScratchArrays())
+
+const computeRoi = (
+  pixels: Uint8Array,
+  width: number,
+  height: number,
+  fluid: Uint8Array | undefined,
+  params: RoiParams,
+  out: Uint8Array,
+  scratch: ScratchArrays
 ): Uint8Array => {
   checkGeometry("roi pixels", pixels.length, width, height)
   if (fluid !== undefined) checkGeometry("roi fluid labels", fluid.length, width, height)
   checkParams(params)
 
-  const rankInput = new Uint8Array(pixels.length)
+  const rankInput = scratch.uint8("rank input", pixels.length)
   for (let i = 0; i < pixels.length; i++) rankInput[i] = rankInputLut[pixels[i]]
-  const entropy = localEntropy(rankInput, width, height, params.entropyRadius)
+  const entropy = localEntropy(rankInput, width, height, params.entropyRadius, scratch)
 
   let maximum = -Infinity
   for (let i = 0; i < entropy.length; i++) if (entropy[i] > maximum) maximum = entropy[i]
   const divisor = maximum + 1e-16
-  const mask = new Uint8Array(pixels.length)
+  const mask = scratch.uint8("thresholded", pixels.length)
   for (let i = 0; i < mask.length; i++) {
     const label = fluid === undefined ? 0 : fluid[i]
     const isFluid = label > 0 && label !== UNLABELLED
     mask[i] = entropy[i] / divisor > params.threshold || isFluid ? 1 : 0
   }
 
-  const closed = closeDisk(mask, width, height, params.closingRadius)
+  const closed = closeDisk(mask, width, height, params.closingRadius, out, scratch)
   fillColumns(closed, width, height)
   return closed
 }
@@ -131,10 +142,12 @@ export const roiVolume = (
   }
   const sliceVoxels = width * height
   const out = new Uint8Array(volume.data.length)
+  // One set of temporaries serves every B-scan, so memory does not grow with garbage.
+  const scratch = new ScratchArrays()
   for (let z = 0; z < slices; z++) {
     const start = z * sliceVoxels
-    const fluid = labels?.data.subarray(start, start + sliceVoxels)
-    out.set(roiSlice(volume.data.subarray(start, start + sliceVoxels), width, height, fluid, params), start)
+    const end = start + sliceVoxels
+    computeRoi(volume.data.subarray(start, end), width, height, labels?.data.subarray(start, end), params, out.subarray(start, end), scratch)
   }
   return { dims: volume.dims, spacingMm: volume.spacingMm, dtype: "uint8", data: out }
 }

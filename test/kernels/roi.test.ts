@@ -307,6 +307,23 @@ describe("roiVolume", () => {
     expect(output.spacingMm).toEqual([1, 2, 3])
   })
 
+  it("equals roiSlice on every slice", () => {
+    const params = { entropyRadius: 2, threshold: 0.01, closingRadius: 2 }
+    const slice = fc.array(fc.constantFrom(0, 100, 130, 200, 255), { minLength: 120, maxLength: 120 })
+    fc.assert(
+      fc.property(fc.array(slice, { minLength: 1, maxLength: 4 }), (slices) => {
+        const data = Uint8Array.from(slices.flat())
+        const volume = { dims: [12, 10, slices.length] as const, spacingMm: [1, 1, 1] as const, dtype: "uint8" as const, data }
+        const output = roiVolume(volume, undefined, params)
+        slices.forEach((_, z) => {
+          const expected = roiSlice(data.subarray(z * 120, (z + 1) * 120), 12, 10, undefined, params)
+          expect([...output.data.subarray(z * 120, (z + 1) * 120)], `slice ${z}`).toEqual([...expected])
+        })
+      }),
+      { numRuns: 50 }
+    )
+  })
+
   it("rejects labels of other dims", () => {
     const volume = { dims: [5, 5, 1] as const, spacingMm: [1, 1, 1] as const, dtype: "uint8" as const, data: new Uint8Array(25) }
     const labels = { ...volume, dims: [5, 1, 5] as const }
