@@ -14,7 +14,7 @@ export interface MachineRecord {
 
 const loadAverage = (): number[] => os.loadavg().map((value) => Math.round(value * 100) / 100)
 
-/** Wall and CPU seconds of one synchronous call; CPU time is less inflated by other processes. */
+/** Times one synchronous call in wall and CPU seconds. CPU time is less inflated by other processes. */
 export const timeCall = <A>(run: () => A): { result: A; seconds: number; cpuSeconds: number } => {
   const cpuStart = process.cpuUsage()
   const start = performance.now()

@@ -5,7 +5,7 @@
  * y = depth); a volume stacks them along z with a slowly drifting surface.
  */
 
-/** mulberry32: a small seeded generator of uniform numbers in [0, 1). */
+/** Returns a seeded mulberry32 generator of uniform numbers in [0, 1). */
 const makeUniform = (seed: number): (() => number) => {
   let state = seed >>> 0
   return () => {

@@ -111,7 +111,7 @@ class LowerEnvelope {
     const n = out.length
     const v = this.vertices
     const z = this.boundaries
-    // Pixels whose column holds no site have no parabola and are left out of the envelope.
+    // Pixels whose column contains no site have no parabola and are left out of the envelope.
     let k = -1
     for (let q = 0; q < n; q++) {
       const fq = f[offset + q]

@@ -1,7 +1,7 @@
 /**
- * Tagged errors of the preprocess and roi kernels. Each class is one failure reason; its
+ * Tagged errors of the preprocess and roi kernels. Each class is one failure reason. Its
  * fields carry the offending value and what was expected, and the message is built from
- * them. The kernels do no I/O, so the `source` field names the array or volume argument.
+ * them. The kernels do no I/O, so `argument` or `parameter` names the argument at fault.
  */
 import { Data } from "effect"
 
@@ -14,7 +14,7 @@ export class UnsupportedIntensityError extends Data.TaggedError("UnsupportedInte
   override get message(): string {
     return (
       `cannot convert ${this.dtype} intensities to 0..255: expected ${this.expected}, ` +
-      `found ${this.actual}; rescale the volume to uint8 or uint16 before preprocessing`
+      `found ${this.actual}. Rescale the volume to uint8 or uint16 before preprocessing`
     )
   }
 }
@@ -26,7 +26,10 @@ export class InvalidShapeError extends Data.TaggedError("InvalidShapeError")<{
   readonly actual: string
 }> {
   override get message(): string {
-    return `invalid ${this.argument}: expected ${this.expected}, got ${this.actual}`
+    return (
+      `invalid ${this.argument}: expected ${this.expected}, got ${this.actual}. ` +
+      "Pass arrays whose lengths match the width, height and slice count"
+    )
   }
 }
 
@@ -37,7 +40,7 @@ export class InvalidParameterError extends Data.TaggedError("InvalidParameterErr
   readonly actual: string
 }> {
   override get message(): string {
-    return `invalid parameter ${this.parameter}: expected ${this.expected}, got ${this.actual}`
+    return `invalid parameter ${this.parameter}: expected ${this.expected}, got ${this.actual}. Set it within that range`
   }
 }
 

@@ -16,7 +16,7 @@ import { InvalidParameterError } from "./errors.ts"
 
 export const BIN_COUNT = 256
 
-/** Counts of each 8-bit value (index = value), as float64 so counts stay exact past 2^32. */
+/** Counts each 8-bit value (index = value), returned as float64 so sums of histograms stay exact past 2^32. */
 export const histogram256 = (volume: Volume<Uint8Array> | Uint8Array): Float64Array => {
   const data = volume instanceof Uint8Array ? volume : volume.data
   // Uint32 counters are exact for up to 2^32 - 1 voxels, so one pass fits any single volume.
@@ -50,7 +50,7 @@ const checkHistogram = (name: string, histogram: ArrayLike<number>): number => {
   return total
 }
 
-/** Returns the float64 matched value for every source value 0..255 (entries of absent values are NaN). */
+/** Returns the float64 matched value for every source value 0..255, with NaN for values that do not occur. */
 export const matchHistogramValues = (source: ArrayLike<number>, reference: ArrayLike<number>): Float64Array => {
   const sourceTotal = checkHistogram("source histogram", source)
   const referenceTotal = checkHistogram("reference histogram", reference)
@@ -90,8 +90,8 @@ const interpolate = (quantile: number, knot: number, quantiles: number[], values
 }
 
 /**
- * Returns the lookup table `lut[v] = trunc(matched(v))` for the source values that occur;
- * absent values map to 0, which no voxel reads.
+ * Returns the lookup table `lut[v] = trunc(matched(v))` for the source values that occur.
+ * Values that do not occur map to 0, which no voxel reads.
  */
 export const matchHistogramLut = (source: ArrayLike<number>, reference: ArrayLike<number>): Uint8Array => {
   const matched = matchHistogramValues(source, reference)

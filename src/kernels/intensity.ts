@@ -7,15 +7,15 @@
  *   (v * 255 < 2^24).
  * - int16: the same formula when every value is >= 0, since the original method scaled any
  *   2-byte type; a negative value is rejected.
- * - any other type (int8, uint32, int32, float32, float64): accepted only when every value
- *   is already an integer in 0..255 (8-bit data stored in a wider type) and kept; anything
- *   else is rejected, because the intended scale of such data (0..1, 0..4095, ...) cannot be
+ * - any other type (int8, uint32, int32, float32, float64): kept when every value is
+ *   already an integer in 0..255 (8-bit data stored in a wider type). Anything else is
+ *   rejected, because the intended scale of such data (0..1, 0..4095, ...) cannot be
  *   known from the type.
  */
 import type { Volume, VoxelArray } from "../volume/volume.ts"
 import { UnsupportedIntensityError } from "./errors.ts"
 
-/** Converts a volume's intensities to uint8 by the rule above; spacing and dims are kept. */
+/** Converts a volume's intensities to uint8 by the rule above, keeping its dims and spacing. */
 export const toUint8Volume = (volume: Volume): Volume<Uint8Array> => ({
   dims: volume.dims,
   spacingMm: volume.spacingMm,
@@ -23,7 +23,7 @@ export const toUint8Volume = (volume: Volume): Volume<Uint8Array> => ({
   data: toUint8(volume.data, volume.dtype)
 })
 
-/** Converts voxel values to 0..255 by the element-type rule of this module; always copies. */
+/** Converts voxel values to 0..255 by the element-type rule of this module, always into a new array. */
 export const toUint8 = (data: VoxelArray, dtype: Volume["dtype"]): Uint8Array => {
   if (data instanceof Uint8Array) return data.slice()
   if (data instanceof Uint16Array) return scale16(data)

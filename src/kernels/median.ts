@@ -25,8 +25,8 @@ export const zMedianSlice = (previous: Uint8Array, current: Uint8Array, next: Ui
 
 /**
  * Writes the 3x3 median of `input` (width x height, row-major) into `output`, with edge
- * pixels replicated past the border, as Pillow 9.4.0 `ImageFilter.MedianFilter(3)` does
- * (it pads by edge replication and takes the 5th of the 9 sorted values).
+ * pixels replicated past the border, as Pillow 9.4.0 `ImageFilter.MedianFilter(3)` does:
+ * it pads by edge replication and takes the 5th of the 9 sorted values.
  *
  * Each column triple (rows y-1, y, y+1) is sorted once per row; the median of the nine is
  * then `median(max of the three minima, median of the three middles, min of the three maxima)`.

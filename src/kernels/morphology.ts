@@ -21,7 +21,7 @@ const checkRadius = (radius: number): number => {
   return radius * radius
 }
 
-/** Dilates `mask` with the disk of `radius` into `out`; outside the image is background. */
+/** Dilates `mask` with the disk of `radius` into `out`, treating outside the image as background. */
 export const dilateDisk = (
   mask: Uint8Array,
   width: number,
@@ -31,7 +31,7 @@ export const dilateDisk = (
   scratch: ScratchArrays = new ScratchArrays()
 ): Uint8Array => withinSquaredDistance(mask, width, height, "foreground", checkRadius(radius), out, scratch)
 
-/** Erodes `mask` with the disk of `radius` into `out`; outside the image is foreground. */
+/** Erodes `mask` with the disk of `radius` into `out`, treating outside the image as foreground. */
 export const erodeDisk = (
   mask: Uint8Array,
   width: number,

@@ -33,7 +33,7 @@ export interface PreprocessParams {
    */
   readonly referenceHistogram: ArrayLike<number> | null
   /**
-   * Vendors that get the z-median. Default Cirrus and Topcon; `["Topcon"]` reproduces the
+   * Vendors that get the z-median, by default Cirrus and Topcon. `["Topcon"]` reproduces the
    * original code, whose if/if/else let only Topcon volumes keep it. Only Cirrus and Topcon
    * volumes are filtered, so listing Spectralis has no effect.
    */
@@ -49,7 +49,7 @@ const checkVendor = (vendor: string): Vendor => {
   return vendor as Vendor
 }
 
-/** Preprocesses one volume of `vendor`; never modifies the input. */
+/** Preprocesses one volume of `vendor` into a new uint8 volume, leaving the input unchanged. */
 export const preprocessVolume = (volume: Volume, vendor: Vendor, params: PreprocessParams): Volume<Uint8Array> => {
   checkVendor(vendor)
   checkGeometry("volume data", volume.data.length, ...volume.dims)
@@ -83,8 +83,8 @@ export type { SliceLabelSummary } from "../volume/labels.ts"
 
 /**
  * Summarises each B-scan of a label volume for the per-slice metadata: whether it has a
- * reference, and which fluid classes (IRF, SRF, PED; or fluid alone under the binary scheme)
- * it contains. The summary itself is the label module's `summarizeSlices`.
+ * reference, and which fluid classes it contains (IRF, SRF and PED, or fluid alone under the
+ * binary scheme). The summary itself is the label module's `summarizeSlices`.
  */
 export const slicePresence = (labels: Volume<Uint8Array>, scheme: LabelScheme): SliceLabelSummary[] =>
   summarizeSlices(labels, scheme)

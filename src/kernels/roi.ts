@@ -40,7 +40,7 @@ const roundHalfToEven = (value: number): number => {
   return floor % 2 === 0 ? floor : floor + 1
 }
 
-/** Step 1 as a lookup table over the 256 input values; all arithmetic in float32. */
+/** Step 1 as a lookup table over the 256 input values, with all arithmetic in float32. */
 export const rankInputLut: Uint8Array = (() => {
   const lut = new Uint8Array(256)
   for (let v = 0; v < 256; v++) {
@@ -64,8 +64,8 @@ const checkParams = (params: RoiParams): void => {
 }
 
 /**
- * Computes the ROI mask of one B-scan. `fluid`, when given, is the B-scan's label slice
- * (same layout); its voxels with 0 < label < 255 are always in the mask.
+ * Computes the ROI mask of one B-scan. `fluid`, when given, is the B-scan's label slice in
+ * the same layout, and its voxels with 0 < label < 255 are always in the mask.
  */
 export const roiSlice = (
   pixels: Uint8Array,
@@ -123,7 +123,7 @@ export const fillColumns = (mask: Uint8Array, width: number, height: number): vo
 }
 
 /**
- * Computes the ROI mask of every B-scan of a preprocessed uint8 volume; `labels`, when
+ * Computes the ROI mask of every B-scan of a preprocessed uint8 volume. `labels`, when
  * given, must have the same dims. Returns a uint8 (0/1) volume with the input's spacing.
  */
 export const roiVolume = (

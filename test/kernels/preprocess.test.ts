@@ -44,7 +44,7 @@ describe("toUint8", () => {
     expect(toUint8(Uint16Array.of(value), "uint16")[0]).toBe(expected)
   })
 
-  it("matches the float32 formula for all uint16", () => {
+  it("matches float32 formula for uint16", () => {
     const all = new Uint16Array(65536).map((_, i) => i)
     const scaled = toUint8(all, "uint16")
     let mismatches = 0
@@ -160,7 +160,7 @@ describe("median3x3", () => {
       [0, 0, 0, 9, 9],
       [0, 0, 0, 9, 9]
     ])
-    // The impulse goes; the corner block keeps the three pixels whose replicated window holds six 9s.
+    // The impulse goes, and the corner block keeps the three pixels whose replicated window contains six 9s.
     const expected = grid([
       [0, 0, 0, 0, 0],
       [0, 0, 0, 0, 0],
@@ -230,7 +230,7 @@ const volumeOf = <A extends Uint8Array | Uint16Array>(data: A, dims: [number, nu
 })
 
 describe("preprocessVolume", () => {
-  // Three 3x3 slices; the middle one has an impulse and differs in z from its neighbours.
+  // Three 3x3 slices. The middle one has an impulse and differs in z from its neighbours.
   const stack = () =>
     Uint8Array.from([
       ...[10, 10, 10, 10, 10, 10, 10, 10, 10],
@@ -264,13 +264,13 @@ describe("preprocessVolume", () => {
   })
 
   it("matches to the reference histogram", () => {
-    // Source values 0 and 1 in equal parts; reference 100 and 200 in equal parts.
+    // Source values 0 and 1 in equal parts, reference values 100 and 200 in equal parts.
     const data = Uint8Array.from([0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
     const reference = new Float64Array(256)
     reference[100] = 3
     reference[200] = 3
     const output = preprocessVolume(volumeOf(data, [3, 4, 1]), "Topcon", { referenceHistogram: reference })
-    // Rows 0-1 become 100 and rows 2-3 become 200; the median keeps that edge.
+    // Rows 0-1 become 100 and rows 2-3 become 200, and the median keeps that edge.
     expect([...output.data]).toEqual([100, 100, 100, 100, 100, 100, 200, 200, 200, 200, 200, 200])
   })
 
@@ -293,7 +293,7 @@ describe("preprocessVolume", () => {
 
 describe("slicePresence", () => {
   it("flags classes per slice", () => {
-    // Slice 0: IRF and PED; slice 1: unlabelled; slice 2: background only.
+    // Slice 0 has IRF and PED, slice 1 is unlabelled, slice 2 is background only.
     const data = Uint8Array.from([1, 0, 3, 0, 255, 255, 255, 255, 0, 0, 0, 0])
     const presence = slicePresence(volumeOf(data, [2, 2, 3]), "retouch")
     expect(presence.map((slice) => slice.labelled)).toEqual([true, false, true])

@@ -63,7 +63,7 @@ const distanceBruteForce = (mask: Uint8Array, width: number, height: number, for
   return out
 }
 
-/** Dilation then erosion by visiting every disk offset; outside is 0 for dilation, 1 for erosion. */
+/** Closes by visiting every disk offset, with outside 0 for the dilation and 1 for the erosion. */
 const closeBruteForce = (mask: Uint8Array, width: number, height: number, radius: number): Uint8Array => {
   const visit = (source: Uint8Array, outside: number, any: boolean): Uint8Array => {
     const out = new Uint8Array(source.length)
@@ -177,7 +177,7 @@ describe("squaredDistanceTransform", () => {
 
 describe("closeDisk", () => {
   it("closes a 5x5 case by hand", () => {
-    // A one-pixel hole fills; a lone pixel in the corner stays alone.
+    // A one-pixel hole fills, and a lone pixel in the corner stays alone.
     const mask = grid([
       [1, 1, 1, 0, 0],
       [1, 0, 1, 0, 0],

@@ -11,7 +11,7 @@ import { decodeGrayJpeg, type GrayImage } from "./jpeg.ts"
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..")
 
-/** The shared data folder beside the repository, or null when this checkout has none. */
+/** Path of the shared data folder beside the repository, or null when this checkout has none. */
 export const sharedRoot: string | null = (() => {
   const root = path.resolve(repoRoot, "../shared")
   return existsSync(path.join(root, "reference")) && existsSync(path.join(root, "data", "real")) ? root : null
@@ -20,7 +20,7 @@ export const sharedRoot: string | null = (() => {
 export const readGrayPng = async (file: string): Promise<GrayImage> => {
   const image = PNG.sync.read(await readFile(file))
   const pixels = new Uint8Array(image.width * image.height)
-  // pngjs expands every colour type to RGBA; a grayscale image has R = G = B = gray.
+  // pngjs expands every colour type to RGBA, and a grayscale pixel has R = G = B = gray.
   for (let i = 0; i < pixels.length; i++) pixels[i] = image.data[4 * i]
   return { width: image.width, height: image.height, pixels }
 }

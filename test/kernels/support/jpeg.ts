@@ -14,7 +14,7 @@ export class JpegDecodeError extends Error {
     readonly path: string,
     readonly reason: string
   ) {
-    super(`${path}: cannot decode JPEG: ${reason}; re-save the image as baseline grayscale JPEG or PNG`)
+    super(`${path}: cannot decode JPEG: ${reason}. Re-save the image as baseline grayscale JPEG or as PNG`)
   }
 }
 
@@ -69,7 +69,7 @@ class BitReader {
       let byte = this.bytes[this.position++]
       if (byte === 0xff) {
         const next = this.bytes[this.position]
-        // 0xFF 0x00 is a stuffed 0xFF; any other marker ends the data, and libjpeg pads with zero bits.
+        // 0xFF 0x00 is a stuffed 0xFF. Any other marker ends the data, and libjpeg pads with zero bits.
         if (next === 0x00) this.position++
         else {
           this.position--
@@ -113,7 +113,7 @@ class BitReader {
   }
 }
 
-// value of a `length`-bit magnitude category, as JPEG's EXTEND.
+// Value of a `length`-bit magnitude category, as JPEG's EXTEND computes it.
 const extend = (value: number, length: number): number => (value < 1 << (length - 1) ? value - (1 << length) + 1 : value)
 
 const FIX_0_298631336 = 2446
@@ -143,7 +143,7 @@ const rangeLimit = (value: number): number => {
   return masked - 896
 }
 
-/** One 1D ISLOW butterfly over eight values at `stride`; returns the eight undescaled outputs. */
+/** Computes one 1D ISLOW butterfly over eight values at `stride` into the eight undescaled outputs. */
 const islow1d = (s: ArrayLike<number>, base: number, stride: number, out: number[]): void => {
   let z2 = s[base + 2 * stride]
   let z3 = s[base + 6 * stride]
@@ -209,7 +209,7 @@ const idctIslow = (coefficients: Float64Array, samples: Uint8Array): void => {
   }
 }
 
-/** Decodes a baseline grayscale JPEG; `path` only names the file in errors. */
+/** Decodes a baseline grayscale JPEG. `path` only names the file in errors. */
 export const decodeGrayJpeg = (bytes: Uint8Array, path: string): GrayImage => {
   const fail = (reason: string): never => {
     throw new JpegDecodeError(path, reason)
