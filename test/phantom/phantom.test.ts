@@ -1,7 +1,10 @@
+import { spawnSync } from "node:child_process"
 import { createHash } from "node:crypto"
+import { existsSync } from "node:fs"
 import { mkdtemp, readFile, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
-import { join } from "node:path"
+import { dirname, join, resolve } from "node:path"
+import { fileURLToPath } from "node:url"
 import fc from "fast-check"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { roundRobinCases, writePhantomDataset } from "../../src/phantom/dataset.ts"
@@ -9,6 +12,8 @@ import { generatePhantom, phantomGeometry } from "../../src/phantom/phantom.ts"
 import { makeRandom } from "../../src/phantom/random.ts"
 import { discoverDataset, loadCase, vendors } from "../../src/volume/dataset.ts"
 import { validateLabels } from "../../src/volume/labels.ts"
+
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../..")
 
 let dir: string
 beforeAll(async () => {
@@ -131,5 +136,26 @@ describe("writePhantomDataset", () => {
       { vendor: "Topcon", key: "TRAIN001" },
       { vendor: "Cirrus", key: "TRAIN002" }
     ])
+  })
+})
+
+describe("phantom cli", () => {
+  const cli = join(repoRoot, "src", "phantom", "cli.ts")
+  const run = (args: readonly string[]) =>
+    spawnSync(process.execPath, ["--import", "tsx", cli, ...args], { cwd: repoRoot, encoding: "utf8" })
+
+  it("writes requested cases", { timeout: 60_000 }, () => {
+    const out = join(dir, "cli")
+    const result = run([out, "--cases", "2", "--scale", "0.0625", "--seed", "4"])
+    expect(result.status, result.stderr).toBe(0)
+    expect(existsSync(join(out, "Cirrus", "TRAIN001", "oct.raw"))).toBe(true)
+    expect(existsSync(join(out, "Spectralis", "TRAIN001", "reference.mhd"))).toBe(true)
+    expect(existsSync(join(out, "phantom.json"))).toBe(true)
+  })
+
+  it("rejects invalid scale", { timeout: 60_000 }, () => {
+    const result = run([join(dir, "bad"), "--scale", "3"])
+    expect(result.status).toBe(2)
+    expect(result.stderr).toContain("--scale")
   })
 })
