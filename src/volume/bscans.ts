@@ -259,7 +259,7 @@ const decodeTiff = (path: string, bytes: Buffer): GrayImage => {
   const samplesPerPixel = tag("t277", 1)
   const photometric = tag("t262", 1)
   const { width, height } = ifd
-  if (photometric === 3 || photometric > 2) {
+  if (photometric > 2) {
     throw new ImageDecodeError({ path, reason: `photometric interpretation ${photometric} (only gray or RGB is read)` })
   }
   const color = photometric === 2 || samplesPerPixel >= 3

@@ -62,7 +62,7 @@ const unitToMm = (xyztUnits: number): number => {
 const isGzipMagic = (bytes: Uint8Array): boolean => bytes.length >= 2 && bytes[0] === 0x1f && bytes[1] === 0x8b
 
 const hexPrefix = (bytes: Uint8Array): string =>
-  Array.from(bytes.subarray(0, 4), (b) => b.toString(16).padStart(2, "0")).join(" ")
+  bytes.length === 0 ? "none, the file is empty" : Array.from(bytes.subarray(0, 4), (b) => b.toString(16).padStart(2, "0")).join(" ")
 
 const checkExtension = (path: string): boolean => {
   const lower = path.toLowerCase()
@@ -113,7 +113,12 @@ const interpretHeader = (path: string, bytes: ArrayBuffer): NiftiInfo => {
       expected: '"n+1" (NIfTI-1) or "n+2" (NIfTI-2) in a single .nii file'
     })
   }
-  const header = nifti.readHeader(bytes)
+  let header: ReturnType<typeof nifti.readHeader>
+  try {
+    header = nifti.readHeader(bytes)
+  } catch (cause) {
+    throw new NiftiHeaderInvalidError({ path, field: "(header)", actual: (cause as Error).message, expected: "a complete NIfTI header" })
+  }
   const version = nifti.isNIFTI2(bytes) ? 2 : 1
   const dim = header.dims
   const nDims = dim[0]
