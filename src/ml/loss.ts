@@ -7,8 +7,8 @@
  *   CE   = mean over classes with N_c > 0 of ( -sum over pixels of Y_c log p_c ) / N_c
  *   Dice = (2 sum f g + eps) / (sum f + sum g + eps), f = 1 - p_0 (soft fluid), g = [y > 0]
  *   loss = 0.5 * (CE + (1 - Dice))
- * Classes absent from the batch are left out of the CE mean (their term would be 0/0); a
- * batch with no labelled pixel has CE 0. Probabilities are clipped to [1e-7, 1] before the
+ * Classes absent from the batch are left out of the CE mean, because their term would be
+ * 0/0. A batch with no labelled pixel has CE 0. Probabilities are clipped to [1e-7, 1] before the
  * log, as Keras does.
  */
 import * as tf from "@tensorflow/tfjs-core"

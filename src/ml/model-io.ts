@@ -1,7 +1,7 @@
 /**
  * Saves and loads tfjs models and named tensors as plain files, with no tfjs-node.
  *
- * A model folder holds `model.json` (the standard tfjs layers-model format: topology plus
+ * A model folder contains `model.json` (the standard tfjs layers-model format: topology plus
  * a weights manifest pointing at `weights.bin`) and `weights.bin` (little-endian float32
  * values in manifest order), so `tf.loadLayersModel` in a browser reads it unchanged.
  * Named tensors (optimizer state) use the same pair of files under another base name.
@@ -64,7 +64,7 @@ export async function writeFileAtomic(path: string, contents: string | Uint8Arra
   await rename(temporary, path)
 }
 
-/** An IOHandler that reads and writes `model.json` and `weights.bin` in `dir`. */
+/** Creates an IOHandler that reads and writes `model.json` and `weights.bin` in `dir`. */
 export function fileSystemHandler(dir: string): tf.io.IOHandler {
   return {
     async save(artifacts: tf.io.ModelArtifacts): Promise<tf.io.SaveResult> {

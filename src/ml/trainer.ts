@@ -7,11 +7,12 @@
  * the trainer centre-crops y to the network's output size (see `outputSize` in unet.ts).
  *
  * Checkpoint folder layout (`checkpointDir`):
- *   epoch-0001/ ... one folder per finished epoch: model/ (model.json, weights.bin),
- *                   optimizer.json/.bin, [discriminator/, discriminator-optimizer.*],
- *                   state.json (epoch, step, sampler state, history, best so far)
- *   best/        a copy of the epoch folder with the lowest validation loss
- *   last.json    the name of the newest complete epoch folder (written last, atomically)
+ * - `epoch-0001/`, `epoch-0002/`, ...: one folder per finished epoch. Each contains
+ *   `model/` (model.json, weights.bin), `optimizer.json` and `optimizer.bin`, and
+ *   `state.json` (epoch, step, sampler state, history, best so far). The adversarial
+ *   variant adds `discriminator/` and `discriminator-optimizer.*`.
+ * - `best/`: a copy of the epoch folder with the lowest validation loss.
+ * - `last.json`: the name of the newest complete epoch folder, written last and atomically.
  * Determinism: initialisers are seeded from the config, and before every step each dropout
  * layer gets a seed derived from (seed, step, layer), so the same seed on the same backend
  * gives the same weights, and resuming replays the same masks.
@@ -80,7 +81,8 @@ export interface TrainConfig {
   readonly diceEpsilon?: number
   /**
    * Samples per forward/backward pass; gradients of the passes of one batch are averaged
-   * before the update. Lets the paper config's batch of 8 fit the wasm backend's 4 GiB heap.
+   * before the update. The wasm heap is 32-bit (at most 4 GiB), and a paper-config batch of
+   * 8 needs more, so it trains there as 4 passes of 2.
    */
   readonly microBatchSize?: number
 }
@@ -271,7 +273,7 @@ interface StepResult {
   readonly discriminatorLoss?: number
 }
 
-/** The U-Net's loss on one (micro-)batch: segmentation loss, plus the adversarial term. */
+/** Computes the U-Net's loss on one (micro-)batch: segmentation loss plus any adversarial term. */
 function generatorObjective(networks: Networks, config: TrainConfig, chunk: BatchTensors): tf.Scalar {
   const probabilities = networks.model.apply(chunk.x, { training: true }) as tf.Tensor4D
   const segmentation = segmentationLossParts(probabilities, chunk.y, { diceEpsilon: config.diceEpsilon }).loss
@@ -346,6 +348,8 @@ function trainStep(networks: Networks, config: TrainConfig, batch: BatchTensors,
     const discriminator = networks.discriminator
     const adversarial = config.adversarial
     // Discriminator step: reference masks are real, the U-Net's current probabilities fake.
+    // NOTE: this forward pass runs in training mode, so batch-norm moving statistics are
+    // updated twice per adversarial step (here and in the U-Net's own update).
     setDropoutSeeds(model, seed, 2 * step + 1)
     const value = tf.tidy(() => {
       const fakeMask = model.apply(batch.x, { training: true }) as tf.Tensor4D

@@ -11,7 +11,7 @@
  *   centre-cropped skip, concatenation, then an encoder-style block without the 7x7 conv;
  * - multiscale fusion: the bottleneck and every decoder output but the last are upsampled
  *   (nearest) to the last decoder's scale, centre-cropped to its size and concatenated with
- *   it; a 3x3 same conv maps them to the classes.
+ *   it. A 3x3 same conv then maps the fused features to the classes.
  * Valid convolutions make the output smaller than the input: see `outputSize`.
  */
 import * as tf from "@tensorflow/tfjs-core"
@@ -164,8 +164,8 @@ export function planUnet(config: UnetConfig, inputHeight: number, inputWidth: nu
 }
 
 /**
- * Returns the output height and width for an input of inputHeight x inputWidth; labels are
- * centre-cropped to it. The paper config gives 164 x 36 for 256 x 128.
+ * Returns the output height and width for an input of inputHeight x inputWidth, the size
+ * labels are centre-cropped to. `paperConfig` gives 164 x 36 for 256 x 128.
  */
 export function outputSize(config: UnetConfig, inputHeight: number, inputWidth: number): { height: number; width: number } {
   const { output } = planUnet(config, inputHeight, inputWidth)
@@ -295,7 +295,7 @@ export function buildUnet(config: UnetConfig): tfl.LayersModel {
   return tfl.model({ inputs: input, outputs: probabilities, name: "unet" })
 }
 
-/** Names of the model's dropout layers, whose seeds the trainer sets before every step. */
+/** Returns the model's Dropout layers, whose seeds the trainer sets before every step. */
 export function dropoutLayers(model: tfl.LayersModel): ReadonlyArray<tfl.layers.Layer> {
   return model.layers.filter((layer) => layer.getClassName() === "Dropout")
 }

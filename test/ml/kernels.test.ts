@@ -13,7 +13,7 @@ interface ConvCase {
   readonly pad: Padding
 }
 
-// Deterministic uniform values in [-1, 1) so every backend sees the same numbers.
+// Deterministic uniform values in [-1, 1) so every backend gets the same numbers.
 function randomValues(size: number, seed: number): Float32Array {
   const values = new Float32Array(size)
   let state = seed >>> 0

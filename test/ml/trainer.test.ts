@@ -8,6 +8,7 @@ import { afterEach, beforeAll, describe, expect, it } from "vitest"
 import { initBackend } from "../../src/ml/backend.ts"
 import { loadModel } from "../../src/ml/model-io.ts"
 import {
+  type BatchSampler,
   BatchShapeError,
   CheckpointMismatchError,
   cropLabels,
@@ -18,7 +19,11 @@ import {
   TrainOptionsError,
   train
 } from "../../src/ml/trainer.ts"
+import type { PatchSampler } from "../../src/ml/patches.ts"
 import { SyntheticSampler, tinyConfig } from "./fixtures/synthetic.ts"
+
+// The patch sampler must satisfy the trainer's interface; tsc checks this assignment.
+export const acceptsPatchSampler = (sampler: PatchSampler): BatchSampler => sampler
 
 const here = dirname(fileURLToPath(import.meta.url))
 const repoRoot = resolve(here, "../..")

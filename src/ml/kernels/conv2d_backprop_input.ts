@@ -5,9 +5,10 @@
  * Shapes (NHWC): dy [n, outH, outW, k], filter W [fh, fw, c, k], result dx [n, h, w, c] with
  *   dx[b, y, x, c] = sum over p, q, i, j, k with p*s + i - padTop = y and q*t + j - padLeft = x
  *                    of dy[b, p, q, k] * W[i, j, c, k].
- * With dy dilated by the strides (s - 1 zeros between rows, t - 1 between columns) and W
- * flipped in both spatial axes and transposed to [fh, fw, k, c], that is a stride-1 valid
- * convolution of the dilated dy padded by fh - 1 - padTop on top (fw - 1 - padLeft left).
+ * Dilate dy by the strides (s - 1 zeros between rows, t - 1 between columns), and flip W in
+ * both spatial axes and transpose it to [fh, fw, k, c]. The sum is then a stride-1 valid
+ * convolution of the dilated dy, padded by fh - 1 - padTop on top and fw - 1 - padLeft on
+ * the left.
  */
 import * as tf from "@tensorflow/tfjs-core"
 import {

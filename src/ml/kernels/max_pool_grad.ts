@@ -1,7 +1,7 @@
 /**
- * MaxPoolGrad for the wasm backend: tfjs-backend-wasm 4.22's own kernel drops gradient
- * entries (a 4 x 4 input pooled 2 x 2 lost one of four maxima in our check against the cpu
- * backend), so this one routes each dy value to the first maximum of its window.
+ * MaxPoolGrad for the wasm backend. tfjs-backend-wasm 4.22's own kernel drops gradient
+ * entries: pooling a 4 x 4 input 2 x 2, it lost one of the four maxima. This one routes
+ * each dy value to the first maximum of its window, as the cpu backend does.
  *
  * Shapes (NHWC): input x [n, h, w, c], dy [n, outH, outW, c], result dx like x:
  *   dx[b, y, x, c] = sum of dy[b, p, q, c] over windows (p, q) whose first maximum is (y, x).
