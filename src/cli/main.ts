@@ -215,7 +215,8 @@ const gc = Command.make("gc", {
 }, (flags) => action(async () => {
   const result = await collectGarbage(flags.workspace, { dryRun: flags.dryRun, keepRuns: flags.keep, noWait: flags.noWait })
   const verb = flags.dryRun ? "would remove" : "removed"
-  out(`${verb} ${result.removedObjects.length} objects and ${result.removedRunDirs.length} run folders; ` +
+  out(`${verb} ${result.removedObjects.length} objects, ${result.removedRunDirs.length} run folders and ` +
+    `${result.removedViews.length} views; ` +
     `kept ${result.keptObjects} objects used by runs ${result.keptRuns.join(", ")}`)
 })).pipe(Command.withDescription("Remove objects that neither the newest runs nor pinned runs use"))
 

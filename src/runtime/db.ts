@@ -157,6 +157,32 @@ export class Transaction {
     }
   }
 
+  /**
+   * Append many rows with DuckDB's appender, far faster than VALUES statements for
+   * thousands of rows. Values must be given in column order; a JS number is appended as
+   * BIGINT when it is an integer and DOUBLE otherwise, and DuckDB casts to the column type.
+   */
+  async append(table: string, rows: ReadonlyArray<ReadonlyArray<SqlValue>>): Promise<void> {
+    if (rows.length === 0) return
+    try {
+      const appender = await this.connection.createAppender(table)
+      for (const row of rows) {
+        for (const value of row) {
+          if (value === null) appender.appendNull()
+          else if (typeof value === "string") appender.appendVarchar(value)
+          else if (typeof value === "bigint") appender.appendBigInt(value)
+          else if (typeof value === "boolean") appender.appendBoolean(value)
+          else if (Number.isInteger(value)) appender.appendBigInt(BigInt(value))
+          else appender.appendDouble(value)
+        }
+        appender.endRow()
+      }
+      appender.closeSync()
+    } catch (cause) {
+      throw new DatabaseFailed({ path: this.path, sql: `(append to ${table})`, cause })
+    }
+  }
+
   /** Insert rows in batches of multi-row VALUES statements. */
   async insert(table: string, columns: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<SqlValue>>, verb = "INSERT"): Promise<void> {
     const batch = Math.max(1, Math.floor(2000 / columns.length))

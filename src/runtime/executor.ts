@@ -10,6 +10,7 @@
  * no task of another stage starts after the first failure; with it, independent branches
  * continue. The run ends with one `RunFailed` listing every failed stage.
  */
+import { createHash } from "node:crypto"
 import { mkdir, readlink, rename, rm, stat, symlink } from "node:fs/promises"
 import { availableParallelism, hostname } from "node:os"
 import { dirname, join, relative } from "node:path"
@@ -651,7 +652,7 @@ async function recordRunEnd(
     if (outcome.action === "cached") cachedRows.push([runId, task.stage, task.item, outcome.executionId, "cached"])
   }
   await session.db.transaction(async (tx) => {
-    if (cachedRows.length > 0) await tx.insert("run_tasks", ["run_id", "stage", "item", "execution_id", "action"], cachedRows)
+    await tx.append("run_tasks", cachedRows)
     await tx.run("UPDATE runs SET finished = $1::TIMESTAMPTZ, status = $2, summary = $3 WHERE id = $4",
       [new Date().toISOString(), summary.status, JSON.stringify(summary.stages), runId])
   })
@@ -684,33 +685,61 @@ function summarize(
 
 const safeName = (item: string) => item.replace(/[/\\]/g, "_")
 
-/** Link `runs/<run-id>/<stage>/<port>[/<item>]` to the objects and point `latest` at the run. */
+/**
+ * Link `runs/<run-id>/<stage>` to a view folder `views/<hash>/<port>[/<item>]` whose entries
+ * link to the objects, and point `latest` at the run. A view is named by the hash of its
+ * entries, so a rerun with unchanged outputs reuses it and costs one link per stage.
+ */
 async function linkRun(
   ws: Layout, runId: string, plan: Plan, tasks: ReadonlyMap<string, PlanTask>, outcomes: ReadonlyMap<string, TaskOutcome>
 ) {
   const runDir = join(ws.runs, runId)
-  const links: Array<{ link: string; target: string }> = []
-  const dirs = new Set<string>()
-  for (const task of tasks.values()) {
-    const outcome = outcomes.get(task.key)!
-    if (outcome.action !== "ran" && outcome.action !== "cached") continue
-    for (const [port, stored] of Object.entries(outcome.outputs)) {
-      const link = task.item === null
-        ? join(runDir, task.stage, port + stored.ext)
-        : join(runDir, task.stage, port, safeName(task.item) + stored.ext)
-      dirs.add(dirname(link))
-      links.push({ link, target: join(ws.root, stored.path) })
-    }
-  }
-  void plan
   await mkdir(runDir, { recursive: true })
-  await Promise.all([...dirs].map((d) => mkdir(d, { recursive: true })))
-  await Promise.all(links.map(({ link, target }) => symlink(relative(dirname(link), target), link)))
+  for (const stage of plan.selected) {
+    const entries: Array<{ name: string; object: string }> = []
+    for (const task of tasks.values()) {
+      if (task.stage !== stage) continue
+      const outcome = outcomes.get(task.key)!
+      if (outcome.action !== "ran" && outcome.action !== "cached") continue
+      for (const [port, stored] of Object.entries(outcome.outputs)) {
+        const name = task.item === null ? port + stored.ext : `${port}/${safeName(task.item)}${stored.ext}`
+        entries.push({ name, object: stored.path })
+      }
+    }
+    if (entries.length === 0) continue
+    const view = await ensureView(ws, entries)
+    await symlink(relative(runDir, view), join(runDir, stage))
+  }
 
   const latest = join(ws.root, "latest")
   const temporary = join(ws.root, `.latest-${runId}`)
   await symlink(relative(ws.root, runDir), temporary)
   await rename(temporary, latest)
+}
+
+async function ensureView(ws: Layout, entries: ReadonlyArray<{ name: string; object: string }>): Promise<string> {
+  const lines = entries.map((e) => `${e.name}\u0000${e.object}\n`).sort()
+  const hash = createHash("sha256").update(lines.join("")).digest("hex")
+  const view = join(ws.views, hash)
+  if (await stat(view).then(() => true, () => false)) return view
+
+  // Build under a temporary name and rename, so a view folder is always complete.
+  const building = join(ws.views, `.building-${hash}-${process.pid}`)
+  await rm(building, { recursive: true, force: true })
+  const dirs = new Set(entries.map((e) => dirname(join(building, e.name))))
+  await Promise.all([...dirs].map((d) => mkdir(d, { recursive: true })))
+  await Promise.all(entries.map((e) => {
+    const link = join(building, e.name)
+    return symlink(relative(dirname(link), join(ws.root, e.object)), link)
+  }))
+  try {
+    await rename(building, view)
+  } catch (error) {
+    // Another run built the same view meanwhile; its content is identical.
+    await rm(building, { recursive: true, force: true })
+    if (!(await stat(view).then(() => true, () => false))) throw error
+  }
+  return view
 }
 
 /** The run directory `latest` points at, or null. */

@@ -197,12 +197,35 @@ export interface GcResult {
   readonly keptRuns: ReadonlyArray<string>
   readonly removedObjects: ReadonlyArray<string>
   readonly removedRunDirs: ReadonlyArray<string>
+  readonly removedViews: ReadonlyArray<string>
   readonly keptObjects: number
 }
 
+/** Remove `views/<hash>` folders that no remaining `runs/<id>/<stage>` link points at. */
+async function removeUnusedViews(session: WorkspaceSession, dryRun: boolean, removedRuns: ReadonlySet<string>): Promise<Array<string>> {
+  if (!existsSync(session.ws.views)) return []
+  const used = new Set<string>()
+  if (existsSync(session.ws.runs)) {
+    for (const id of await readdir(session.ws.runs)) {
+      if (removedRuns.has(id)) continue
+      for (const stage of await readdir(join(session.ws.runs, id))) {
+        const target = await readlink(join(session.ws.runs, id, stage)).catch(() => null)
+        if (target !== null) used.add(basename(target))
+      }
+    }
+  }
+  const removed: Array<string> = []
+  for (const name of await readdir(session.ws.views)) {
+    if (used.has(name)) continue
+    removed.push(name)
+    if (!dryRun) await rm(join(session.ws.views, name), { recursive: true, force: true })
+  }
+  return removed
+}
+
 /**
- * Remove every object that neither the newest `keepRuns` runs nor a pinned run uses, and
- * the `runs/<id>` link folders of other runs. Database records stay, so lineage remains
+ * Remove every object that neither the newest `keepRuns` runs nor a pinned run uses, the
+ * `runs/<id>` link folders of other runs, and the views only those runs used. Database records stay, so lineage remains
  * queryable; a cache entry whose object was removed is rerun when next needed.
  */
 export async function collectGarbage(
@@ -248,7 +271,8 @@ export async function collectGarbage(
         if (options.dryRun !== true) await rm(join(session.ws.runs, id), { recursive: true, force: true })
       }
     }
-    return { keptRuns: keptIds, removedObjects, removedRunDirs, keptObjects: reachable.size }
+    const removedViews = await removeUnusedViews(session, options.dryRun === true, new Set(removedRunDirs))
+    return { keptRuns: keptIds, removedObjects, removedRunDirs, removedViews, keptObjects: reachable.size }
   } finally {
     await session.close()
   }

@@ -18,6 +18,7 @@ export interface Layout {
   readonly staging: string
   readonly scratch: string
   readonly runs: string
+  readonly views: string
   readonly database: string
   readonly lock: string
 }
@@ -28,6 +29,7 @@ export const layout = (root: string): Layout => ({
   staging: join(root, "staging"),
   scratch: join(root, "scratch"),
   runs: join(root, "runs"),
+  views: join(root, "views"),
   database: join(root, "octflow.duckdb"),
   lock: join(root, "lock")
 })
@@ -144,7 +146,6 @@ export async function objectSize(ws: Layout, relativePath: string, kind: "file" 
 async function treeSize(path: string): Promise<number> {
   const info = await lstat(path)
   if (!info.isDirectory()) return info.size
-  let total = 0
-  for (const name of await readdir(path)) total += await treeSize(join(path, name))
-  return total
+  const sizes = await Promise.all((await readdir(path)).map((name) => treeSize(join(path, name))))
+  return sizes.reduce((a, b) => a + b, 0)
 }

@@ -179,6 +179,8 @@ describe("runWorkflow on the synthetic workflow", () => {
   it("keeps reachable objects in gc", async () => {
     const result = await collectGarbage(base.workspace, { keepRuns: 1 })
     expect(result.removedObjects.length).toBeGreaterThan(0)
+    expect(result.removedViews.length).toBeGreaterThan(0)
+    expect(readFileSync(join(base.workspace, "latest/report/summary.json"), "utf8")).toContain("synthetic report")
     const summary = await runWorkflow({ ...base, overrides: ["scale.factor=4"] })
     expect(ranCounts(summary)).toEqual({ scale: 0, stats: 0, report: 0 })
   })

@@ -1,0 +1,129 @@
+/**
+ * No-op rerun of the synthetic 3-stage workflow (scale and stats per item, then report)
+ * over 1,000 items, next to Snakemake on the same DAG. Both first build everything once;
+ * then each no-op (nothing changed) is timed as a whole CLI process, and octflow's also
+ * in-process (runWorkflow only, without Node and module start-up).
+ * Target: octflow's CLI no-op at least 10x faster than Snakemake's, and the in-process
+ * no-op under 0.25 s. Writes bench/results/runtime-noop.json.
+ * Usage: npx tsx bench/runtime-noop.bench.ts [ITEMS]
+ */
+import { spawnSync } from "node:child_process"
+import { mkdirSync, writeFileSync } from "node:fs"
+import { mkdtemp } from "node:fs/promises"
+import { tmpdir } from "node:os"
+import { dirname, join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { runWorkflow } from "../src/runtime/executor.ts"
+import { workflow, writeSyntheticData } from "../workflows/synthetic.ts"
+import { describeMachine, finishMachineRecord } from "./support/machine.ts"
+
+const benchDir = dirname(fileURLToPath(import.meta.url))
+const repoRoot = dirname(benchDir)
+const items = Number(process.argv[2] ?? "1000")
+const repeats = 5
+
+const snakefile = `
+ITEMS = sorted(glob_wildcards("data/{item}.txt").item)
+
+rule all:
+    input: "out/report/summary.json"
+
+rule scale:
+    input: "data/{item}.txt"
+    output: "out/scale/{item}.txt"
+    run:
+        values = [float(v) * 2 for v in open(input[0]).read().split()]
+        open(output[0], "w").write("".join(f"{v}\\n" for v in values))
+
+rule stats:
+    input: "out/scale/{item}.txt"
+    output: "out/stats/{item}.json"
+    run:
+        values = [float(v) for v in open(input[0]).read().split()]
+        open(output[0], "w").write(str(sum(values)))
+
+rule report:
+    input: expand("out/stats/{item}.json", item=ITEMS)
+    output: "out/report/summary.json"
+    run:
+        open(output[0], "w").write(str(sum(float(open(p).read()) for p in input)))
+`
+
+const median = (values: ReadonlyArray<number>) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!
+
+function timeProcess(command: string, args: ReadonlyArray<string>, cwd: string): number {
+  const started = performance.now()
+  const result = spawnSync(command, args, { cwd, stdio: ["ignore", "pipe", "pipe"] })
+  const seconds = (performance.now() - started) / 1000
+  if (result.status !== 0) throw new Error(`${command} ${args.join(" ")} failed: ${result.stderr.toString().slice(-2000)}`)
+  return seconds
+}
+
+const machine = describeMachine()
+const dir = await mkdtemp(join(tmpdir(), "octflow-bench-noop-"))
+const data = join(dir, "data")
+const workspace = join(dir, "ws")
+await writeSyntheticData(data, items)
+
+process.stderr.write(`runtime-noop: building ${items} items with octflow\n`)
+const buildStarted = performance.now()
+const build = await runWorkflow({ workflow, workspace, dataDir: data })
+if (build.status !== "ok") throw new Error(build.error?.message)
+const octflowBuildSeconds = (performance.now() - buildStarted) / 1000
+
+const inProcess: Array<number> = []
+for (let i = 0; i < repeats; i++) {
+  const started = performance.now()
+  const summary = await runWorkflow({ workflow, workspace, dataDir: data })
+  inProcess.push((performance.now() - started) / 1000)
+  if (summary.stages.some((s) => s.ran > 0)) throw new Error("a no-op rerun ran a task")
+}
+
+const cliArgs = ["--import", "tsx", join(repoRoot, "src/cli/main.ts"), "full", "--workflow", "synthetic", "--workspace", workspace, "--data", data]
+const octflowCli = Array.from({ length: 3 }, () => timeProcess(process.execPath, cliArgs, repoRoot))
+const nodeStartup = Array.from({ length: 3 }, () => timeProcess(process.execPath, ["--import", "tsx", "-e", "0"], repoRoot))
+
+const snakeDir = join(dir, "snakemake")
+mkdirSync(snakeDir)
+writeFileSync(join(snakeDir, "Snakefile"), snakefile)
+spawnSync("cp", ["-r", data, join(snakeDir, "data")])
+process.stderr.write("runtime-noop: building with snakemake\n")
+const snakemakeBuildSeconds = timeProcess("snakemake", ["--cores", "2", "--quiet", "all"], snakeDir)
+const snakemake = Array.from({ length: 3 }, () => timeProcess("snakemake", ["--cores", "2", "--quiet", "all"], snakeDir))
+
+const octflowCliSeconds = median(octflowCli)
+const snakemakeSeconds = median(snakemake)
+const inProcessSeconds = median(inProcess)
+const speedup = snakemakeSeconds / octflowCliSeconds
+const result = {
+  benchmark: "runtime-noop",
+  date: new Date().toISOString(),
+  machine: finishMachineRecord(machine),
+  method: `synthetic workflow, ${items} items (${2 * items + 1} tasks); median of ${repeats} in-process and 3 process runs`,
+  items,
+  octflow: {
+    buildSeconds: round(octflowBuildSeconds),
+    noopInProcessSeconds: round(inProcessSeconds),
+    noopInProcessAllSeconds: inProcess.map(round),
+    noopCliSeconds: round(octflowCliSeconds),
+    noopCliAllSeconds: octflowCli.map(round),
+    nodeWithTsxStartupSeconds: round(median(nodeStartup))
+  },
+  snakemake: {
+    version: spawnSync("snakemake", ["--version"]).stdout.toString().trim(),
+    buildSeconds: round(snakemakeBuildSeconds),
+    noopSeconds: round(snakemakeSeconds),
+    noopAllSeconds: snakemake.map(round)
+  },
+  speedupCliVsSnakemake: round(speedup),
+  target: "CLI no-op at least 10x faster than Snakemake's; in-process no-op under 0.25 s",
+  met: { speedup10x: speedup >= 10, inProcessUnder250ms: inProcessSeconds < 0.25 }
+}
+
+function round(value: number): number {
+  return Math.round(value * 1000) / 1000
+}
+
+mkdirSync(join(benchDir, "results"), { recursive: true })
+writeFileSync(join(benchDir, "results/runtime-noop.json"), JSON.stringify(result, null, 2) + "\n")
+process.stdout.write(JSON.stringify(result, null, 2) + "\n")
