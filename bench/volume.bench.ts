@@ -11,8 +11,8 @@
  * reads the raw `.mhd` once, in multiples of the volume's size, measured while the volume is
  * still referenced.
  *
- * Targets: a full-size Cirrus phantom in at most 5 s; raw `.mhd` read and write at least
- * 200 MB/s; `.mha` zlib and `.nii.gz` reads at least 30 MB/s of voxel data; a raw read's RSS
+ * Targets: a full-size Cirrus phantom in at most 5 s. Raw `.mhd` read and write at least
+ * 200 MB/s. `.mha` zlib and `.nii.gz` reads at least 30 MB/s of voxel data. A raw read's RSS
  * growth at most 1.5 x the volume size (the typed array plus working memory). A missed target
  * is recorded with `met: false`; the exit status is non-zero only when a run fails or a round
  * trip changes a voxel.

@@ -1,10 +1,10 @@
 /**
  * Deterministic synthetic OCT volumes with RETOUCH labels, for tests and benchmarks.
  *
- * A phantom is a layered retina on a smooth curved surface with a foveal pit, speckle
- * noise, and fluid blobs: IRF (intraretinal cysts, label 1), SRF (a lens of fluid above the
- * retinal pigment epithelium, label 2) and PED (the RPE lifted into a dome, label 3). All
- * randomness comes from one seeded PRNG, so the same options give the same bytes.
+ * A phantom is a layered retina on a smooth curved surface with a foveal pit, plus speckle
+ * noise and fluid blobs. The blobs are IRF (intraretinal cysts, label 1), SRF (a lens of
+ * fluid above the retinal pigment epithelium, label 2) and PED (the RPE lifted into a dome,
+ * label 3). All randomness comes from one seeded PRNG, so the same options give the same bytes.
  *
  * Geometry follows each vendor's RETOUCH volumes (dims x, y, z; spacing in mm):
  * Cirrus 512 x 1024 x 128 uint8 (0.0117, 0.00195, 0.047), Spectralis 512 x 496 x 49 uint16
@@ -186,9 +186,9 @@ const speckleTable = Float32Array.from({ length: 65536 }, (_, i) => Math.sqrt(-M
 
 /**
  * Generates a phantom volume and its RETOUCH label volume (every slice labelled). The
- * intensity at a voxel is the band's mean times Rayleigh speckle sqrt(-ln(1 - u)), u uniform
- * in [0, 1) and quantised to 16 bits, scaled so that the brightest band's mean (speckle mean
- * 0.886) sits at 1 / 1.3 of the vendor's maximum, and clipped to that maximum.
+ * intensity at a voxel is the band's mean times Rayleigh speckle sqrt(-ln(1 - u)), with u
+ * uniform in [0, 1) and quantised to 16 bits. A band of mean 1 maps to 1 / 1.3 of the vendor's
+ * maximum on average (the speckle mean is 0.886), and values are clipped to that maximum.
  */
 export const generatePhantom = (options: PhantomOptions): Phantom => {
   const random = makeRandom(options.seed)
