@@ -183,6 +183,26 @@ describe("readMetaImage errors", () => {
     expect(error.message).toContain("found 10")
   })
 
+  it("rejects truncated LOCAL mha", async () => {
+    const text = header({ ...base, ElementDataFile: "LOCAL" })
+    await writeFile(join(dir, "short.mha"), Buffer.concat([Buffer.from(text), ramp.subarray(0, 7)]))
+    const error = await readMetaImage(join(dir, "short.mha")).catch((e: unknown) => e)
+    expect((error as { _tag?: string })._tag).toBe("VolumeTruncatedError")
+  })
+
+  it("rejects short file with HeaderSize -1", async () => {
+    await writeFile(join(dir, "tailshort.raw"), ramp.subarray(0, 5))
+    await writeFile(join(dir, "tailshort.mhd"), header({ ...base, HeaderSize: "-1", ElementDataFile: "tailshort.raw" }))
+    const error = await readMetaImage(join(dir, "tailshort.mhd")).catch((e: unknown) => e)
+    expect((error as { _tag?: string })._tag).toBe("VolumeTruncatedError")
+  })
+
+  it("rejects LIST with too few names", async () => {
+    await writeFile(join(dir, "fewlist.mhd"), header({ ...base, ElementDataFile: "LIST" }) + "s0.raw\n")
+    const error = await readMetaImage(join(dir, "fewlist.mhd")).catch((e: unknown) => e)
+    expect((error as { _tag?: string })._tag).toBe("HeaderValueInvalidError")
+  })
+
   it("rejects inflated size mismatch", async () => {
     await writeFile(join(dir, "zs.zraw"), deflateSync(ramp.subarray(0, 8)))
     await writeFile(join(dir, "zs.mhd"), header({ ...base, CompressedData: "True", ElementDataFile: "zs.zraw" }))
