@@ -61,13 +61,26 @@ describe("training on wasm", () => {
     await tf.setBackend("wasm")
     const dir = await mkdtemp(join(tmpdir(), "octflow-wasm-"))
     const validation = new SyntheticSampler(99, 4, 24, 24)
+    // Our kernels free their intermediates with disposeData, which tensor counts do not see,
+    // so the backend's own count of live buffers is checked too.
+    const buffers: Array<number> = []
     const result = await train(
       { model: tinyConfig, optimizer: { ...methodOptimizer, learningRate: 1e-2 } },
       new SyntheticSampler(5, 4, 24, 24),
-      { epochs: 3, stepsPerEpoch: 8, validation: [validation.nextBatch()], checkpointDir: dir, seed: 3 }
+      {
+        epochs: 3,
+        stepsPerEpoch: 8,
+        validation: [validation.nextBatch()],
+        checkpointDir: dir,
+        seed: 3,
+        onEpoch: () => {
+          buffers.push(tf.engine().backend.numDataIds())
+        }
+      }
     )
     expect(tf.getBackend()).toBe("wasm")
     expect(result.history[2]!.loss).toBeLessThan(result.history[0]!.loss)
+    expect(buffers[2]).toBe(buffers[1])
     result.model.dispose()
     await rm(dir, { recursive: true, force: true })
   })
