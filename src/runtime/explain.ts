@@ -7,10 +7,10 @@
 import { existsSync } from "node:fs"
 import { resolve } from "node:path"
 import { Database } from "./db.ts"
+import type { RunOptions } from "./executor.ts"
 import {
-  buildPlan, isEntryIntact, loadCache, materialOf, planTasks, resolveInputs, taskKey,
-  type CacheEntry, type PlanTask, type RunOptions
-} from "./executor.ts"
+  buildPlan, isEntryIntact, loadCache, materialOf, planTasks, resolveInputs, taskKey, type CacheEntry, type PlanTask
+} from "./plan.ts"
 import { fingerprintOf, type FingerprintMaterial } from "./fingerprint.ts"
 import { canonicalJson } from "./params.ts"
 import type { Json } from "./stage.ts"

@@ -1,0 +1,236 @@
+/**
+ * Planning a run: the plan (DAG, params, hashed source items, code identities and
+ * environments), one task per item or whole stage with its upstream tasks, input
+ * resolution for a task whose upstream has finished, and the cache lookup.
+ */
+import { join } from "node:path"
+import { Effect } from "effect"
+import { codeIdentity, type CodeIdentity } from "./codehash.ts"
+import { InvalidStage } from "./errors.ts"
+import { describeSourceItem, type FingerprintMaterial } from "./fingerprint.ts"
+import { resolveParams, type ParamsRequest, type ResolvedParams } from "./params.ts"
+import type { WorkspaceSession } from "./session.ts"
+import { discoverSource, hashSourceFiles, type HashedSource } from "./sources.ts"
+import type { ArtifactRef, Json, SourceItemRef, Stage } from "./stage.ts"
+import { objectSize, type Layout, type StoredObject } from "./store.ts"
+import { buildDag, selectStages, type Dag, type DagNode, type Workflow } from "./workflow.ts"
+
+/** What a plan is built from: the workflow, data folder, params sources, targets and seed. */
+export interface PlanRequest extends ParamsRequest {
+  readonly workflow: Workflow
+  readonly dataDir?: string
+  readonly targets?: ReadonlyArray<string>
+  readonly seed?: number
+}
+
+/** Everything known before any task runs: DAG, params, sources, code and environment. */
+export interface Plan {
+  readonly dag: Dag
+  readonly selected: ReadonlyArray<string>
+  readonly params: ResolvedParams
+  readonly sources: ReadonlyMap<string, HashedSource>
+  readonly code: ReadonlyMap<string, CodeIdentity>
+  readonly environment: ReadonlyMap<string, Readonly<Record<string, string>>>
+  readonly seed: number
+}
+
+export interface PlanTask {
+  readonly key: string
+  readonly stage: string
+  readonly item: string | null
+  readonly node: DagNode
+  readonly deps: ReadonlyArray<PlanTask>
+}
+
+export const taskKey = (stage: string, item: string | null) => `${stage}\u0000${item ?? ""}`
+
+/** A cache entry: the newest successful execution of a fingerprint and its outputs. */
+export interface CacheEntry {
+  readonly executionId: number
+  readonly outputs: Record<string, StoredObject>
+}
+
+/** Build the plan: DAG, params, source items and hashes, code identities, environments. */
+export async function buildPlan(
+  options: PlanRequest,
+  session: WorkspaceSession,
+  writeCache: boolean
+): Promise<Plan> {
+  const dag = buildDag(options.workflow)
+  const selected = selectStages(dag, options.targets ?? [])
+  const params = resolveParams(options.workflow, options)
+
+  const sourceNames = new Set<string>()
+  for (const name of selected) {
+    const node = dag.nodes.get(name)!
+    if (node.itemSource !== null) sourceNames.add(node.itemSource)
+    for (const spec of Object.values(node.stage.inputs)) {
+      if (spec.kind === "source" || spec.kind === "sourcePick") sourceNames.add(spec.source)
+    }
+  }
+  const sources = new Map<string, HashedSource>()
+  for (const name of sourceNames) {
+    const source = options.workflow.sources[name]!
+    const items = await discoverSource(source, options.dataDir)
+    sources.set(name, await hashSourceFiles(session.db, name, items, { writeCache }))
+  }
+
+  const code = new Map<string, CodeIdentity>()
+  const environment = new Map<string, Readonly<Record<string, string>>>()
+  for (const name of selected) {
+    const stage = dag.nodes.get(name)!.stage
+    code.set(name, codeIdentity(stage.module))
+    environment.set(name, stage.environment === undefined ? {} : await Effect.runPromise(stage.environment()))
+  }
+  return { dag, selected, params, sources, code, environment, seed: options.seed ?? options.workflow.seed }
+}
+
+/** One task per item for per-item stages, one per whole stage; deps follow the declared inputs. */
+export function planTasks(plan: Plan): Map<string, PlanTask> {
+  const tasks = new Map<string, PlanTask>()
+  const itemsOf = (node: DagNode): ReadonlyArray<string | null> =>
+    node.itemSource === null ? [null] : plan.sources.get(node.itemSource)!.items.map((i) => i.key)
+
+  for (const name of plan.selected) {
+    const node = plan.dag.nodes.get(name)!
+    for (const item of itemsOf(node)) {
+      const deps: Array<PlanTask> = []
+      const addDeps = (stageName: string, all: boolean) => {
+        const upstream = plan.dag.nodes.get(stageName)!
+        if (upstream.itemSource === null) deps.push(tasks.get(taskKey(stageName, null))!)
+        else if (all) for (const k of itemsOf(upstream)) deps.push(tasks.get(taskKey(stageName, k))!)
+        else deps.push(tasks.get(taskKey(stageName, item))!)
+      }
+      for (const spec of Object.values(node.stage.inputs)) {
+        if (spec.kind === "output") addDeps(spec.stage, false)
+        if (spec.kind === "outputMap") addDeps(spec.stage, true)
+      }
+      if (node.stage.forEach !== undefined && plan.dag.nodes.has(node.stage.forEach)) addDeps(node.stage.forEach, false)
+      tasks.set(taskKey(name, item), { key: taskKey(name, item), stage: name, item, node, deps: [...new Set(deps)] })
+    }
+  }
+  return tasks
+}
+
+/** Inputs of a task resolved three ways: for the stage, for the fingerprint and for lineage. */
+export interface ResolvedInputs {
+  readonly values: Record<string, unknown>
+  readonly material: Record<string, Json>
+  readonly lineage: Array<{ readonly input: string; readonly item: string | null; readonly hash: string }>
+}
+
+/** Resolve a task's inputs from the sources and the outputs of finished upstream tasks. */
+export function resolveInputs(
+  plan: Plan,
+  ws: Layout,
+  task: PlanTask,
+  outputsOf: (stage: string, item: string | null) => Readonly<Record<string, StoredObject>>
+): ResolvedInputs {
+  const values: Record<string, unknown> = {}
+  const material: Record<string, Json> = {}
+  const lineage: Array<{ input: string; item: string | null; hash: string }> = []
+  const addSource = (input: string, ref: SourceItemRef) => {
+    for (const file of ref.files) lineage.push({ input, item: ref.key, hash: file.hash })
+  }
+  const artifact = (stage: string, item: string | null, port: string): ArtifactRef => {
+    const stored = outputsOf(stage, item)[port]!
+    return { item, path: join(ws.root, stored.path), hash: stored.hash }
+  }
+
+  for (const [name, spec] of Object.entries(task.node.stage.inputs)) {
+    if (spec.kind === "source") {
+      const source = plan.sources.get(spec.source)!
+      if (task.node.itemSource === spec.source && task.item !== null) {
+        const ref = source.refs.get(task.item)!
+        values[name] = ref
+        material[name] = describeSourceItem(ref)
+        addSource(name, ref)
+      } else {
+        const refs = source.items.map((i) => source.refs.get(i.key)!)
+        values[name] = refs
+        material[name] = refs.map(describeSourceItem)
+        refs.forEach((ref) => addSource(name, ref))
+      }
+    } else if (spec.kind === "sourcePick") {
+      const source = plan.sources.get(spec.source)!
+      const key = spec.pick(plan.params.decoded.get(task.stage), source.items)
+      const ref = source.refs.get(key)
+      if (ref === undefined) {
+        throw new InvalidStage({
+          stage: task.stage,
+          reason: `input "${name}" picked item "${key}", which source "${spec.source}" does not contain ` +
+            `(${source.items.length} items); check the params that choose it`
+        })
+      }
+      values[name] = ref
+      material[name] = describeSourceItem(ref)
+      addSource(name, ref)
+    } else if (spec.kind === "output") {
+      const upstream = plan.dag.nodes.get(spec.stage)!
+      const ref = artifact(spec.stage, upstream.itemSource === null ? null : task.item, spec.port)
+      values[name] = ref
+      material[name] = ref.hash
+      lineage.push({ input: name, item: ref.item, hash: ref.hash })
+    } else {
+      const upstream = plan.dag.nodes.get(spec.stage)!
+      const map: Record<string, ArtifactRef> = {}
+      const hashes: Record<string, Json> = {}
+      for (const item of plan.sources.get(upstream.itemSource!)!.items) {
+        const ref = artifact(spec.stage, item.key, spec.port)
+        map[item.key] = ref
+        hashes[item.key] = ref.hash
+        lineage.push({ input: name, item: item.key, hash: ref.hash })
+      }
+      values[name] = map
+      material[name] = hashes
+    }
+  }
+  return { values, material, lineage }
+}
+
+export function materialOf(plan: Plan, task: PlanTask, inputs: ResolvedInputs): FingerprintMaterial {
+  return {
+    stage: task.stage,
+    item: task.item,
+    inputs: inputs.material,
+    params: plan.params.encoded.get(task.stage)!,
+    code: plan.code.get(task.stage)!.hash,
+    environment: plan.environment.get(task.stage)!,
+    seed: plan.seed
+  }
+}
+
+/** Load the cache entries of the given stages in one query: `stage\0fingerprint` -> entry. */
+export async function loadCache(session: WorkspaceSession, stages: ReadonlyArray<string>): Promise<Map<string, CacheEntry>> {
+  const cache = new Map<string, CacheEntry>()
+  if (stages.length === 0) return cache
+  const rows = await session.db.all<{
+    id: bigint; stage: string; fingerprint: string; port: string; hash: string; kind: "file" | "directory"; ext: string; path: string; size: bigint
+  }>(
+    `SELECT e.id, e.stage, e.fingerprint, a.port, a.hash, a.kind, a.ext, a.path, a.size
+     FROM cache_entries e JOIN artifacts a ON a.execution_id = e.id
+     WHERE e.stage IN (${stages.map((_, i) => `$${i + 1}`).join(",")})`,
+    [...stages]
+  )
+  for (const row of rows) {
+    const key = `${row.stage}\u0000${row.fingerprint}`
+    let entry = cache.get(key)
+    if (entry === undefined) {
+      entry = { executionId: Number(row.id), outputs: {} }
+      cache.set(key, entry)
+    }
+    entry.outputs[row.port] = { hash: row.hash, kind: row.kind, ext: row.ext, path: row.path, size: Number(row.size) }
+  }
+  return cache
+}
+
+/** A cache entry is trusted only when it has every declared port and each object is intact. */
+export async function isEntryIntact(ws: Layout, stage: Stage, entry: CacheEntry): Promise<boolean> {
+  for (const port of Object.keys(stage.outputs)) {
+    const stored = entry.outputs[port]
+    if (stored === undefined) return false
+    if ((await objectSize(ws, stored.path, stored.kind)) !== stored.size) return false
+  }
+  return true
+}
+
