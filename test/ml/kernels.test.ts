@@ -32,7 +32,9 @@ const cases: ReadonlyArray<ConvCase> = [
   { name: "2x2 s2 valid odd", x: [2, 5, 7, 3], filter: [2, 2, 3, 2], stride: 2, pad: "valid" },
   { name: "7x7 s1 same", x: [2, 12, 10, 3], filter: [7, 7, 3, 4], stride: 1, pad: "same" },
   { name: "4x2 s2 same", x: [1, 10, 6, 1], filter: [4, 2, 1, 3], stride: 2, pad: "same" },
-  { name: "1x1 s1 valid", x: [2, 4, 4, 5], filter: [1, 1, 5, 2], stride: 1, pad: "valid" }
+  { name: "1x1 s1 valid", x: [2, 4, 4, 5], filter: [1, 1, 5, 2], stride: 1, pad: "valid" },
+  { name: "2x2 s2 valid even", x: [2, 8, 6, 3], filter: [2, 2, 3, 4], stride: 2, pad: "valid" },
+  { name: "2x2 s2 same even", x: [1, 6, 4, 2], filter: [2, 2, 2, 3], stride: 2, pad: "same" }
 ]
 
 function convOutShape(c: ConvCase): [number, number, number, number] {

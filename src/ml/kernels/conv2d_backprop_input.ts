@@ -51,6 +51,28 @@ function dilateHW(backend: Backend, dy: TensorInfo, s: number, t: number): Tenso
   return result
 }
 
+/**
+ * The non-overlapping case (filter size equal to the stride, no padding, as in a 2x2
+ * stride-2 transposed convolution): each dy pixel writes its own fh x fw block, so
+ *   dx block (p, q) = dy[b, p, q, :] x W^T, with W^T = W transposed to [k, fh * fw * c],
+ * one matrix product and a transpose of the blocks into place. Rows and columns beyond
+ * outH * fh (an odd input under floor rounding) get zero gradient.
+ */
+function blockwiseBackpropInput(backend: Backend, dy: TensorInfo, filter: TensorInfo, info: tf.backend_util.Conv2DInfo): TensorInfo {
+  const { batchSize: n, inHeight, inWidth, inChannels: c, outHeight, outWidth, outChannels: k } = info
+  const { filterHeight: fh, filterWidth: fw } = info
+  const dyRows = reshape(backend, dy, [1, n * outHeight * outWidth, k])
+  const filterByOutput = transpose(backend, filter, [3, 0, 1, 2])
+  const filterRows = reshape(backend, filterByOutput, [1, k, fh * fw * c])
+  const blocks = callWasmKernel("BatchMatMul", backend, { a: dyRows, b: filterRows }, { transposeA: false, transposeB: false })
+  const blocksSixD = reshape(backend, blocks, [n, outHeight, outWidth, fh, fw, c])
+  const placed = transpose(backend, blocksSixD, [0, 1, 3, 2, 4, 5])
+  const image = reshape(backend, placed, [n, outHeight * fh, outWidth * fw, c])
+  const result = padOrCropHW(backend, image, 0, inHeight - outHeight * fh, 0, inWidth - outWidth * fw)
+  release(backend, dyRows, filterByOutput, filterRows, blocks, blocksSixD, placed, image)
+  return result
+}
+
 function conv2dBackpropInput(args: { inputs: tf.NamedTensorInfoMap; backend: Backend; attrs: tf.NamedAttrMap }): TensorInfo {
   const { inputs, backend } = args
   const attrs = args.attrs as unknown as BackpropInputAttrs
@@ -69,6 +91,9 @@ function conv2dBackpropInput(args: { inputs: tf.NamedTensorInfoMap; backend: Bac
   )
   const { filterHeight, filterWidth, strideHeight, strideWidth, inHeight, inWidth, outHeight, outWidth } = info
   const { top, left } = info.padInfo
+  if (filterHeight === strideHeight && filterWidth === strideWidth && top === 0 && left === 0) {
+    return blockwiseBackpropInput(backend, dy, filter, info)
+  }
 
   const dilated = dilateHW(backend, dy, strideHeight, strideWidth)
   // The convolution needs inHeight + fh - 1 rows; dilated has outH * s rows after `top` pad.
