@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest"
 import { squaredDistanceTransform } from "../../src/kernels/edt.ts"
 import { diskHalfWidths, localEntropy } from "../../src/kernels/entropy.ts"
 import { InvalidParameterError, InvalidShapeError } from "../../src/kernels/errors.ts"
+import { logRoundedToNearest } from "../../src/kernels/log.ts"
 import { closeDisk, dilateDisk, erodeDisk } from "../../src/kernels/morphology.ts"
 import { fillColumns, rankInputLut, roiSlice, roiVolume } from "../../src/kernels/roi.ts"
 
@@ -39,7 +40,7 @@ const entropyBruteForce = (image: Uint8Array, width: number, height: number, rad
       let entropy = 0
       for (let value = 0; value < 256; value++) {
         const p = counts[value] / pop
-        if (p > 0) entropy -= (p * Math.log(p)) / 0.6931471805599453
+        if (p > 0) entropy -= (p * logRoundedToNearest(p)) / 0.6931471805599453
       }
       out[y * width + x] = entropy
     }
