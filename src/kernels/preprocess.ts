@@ -17,7 +17,7 @@ import { summarizeSlices, type LabelScheme, type SliceLabelSummary } from "../vo
 import type { Volume } from "../volume/volume.ts"
 import { checkGeometry, InvalidParameterError } from "./errors.ts"
 import { applyLut, histogram256, matchHistogramLut } from "./histogram.ts"
-import { toUint8Volume } from "./intensity.ts"
+import { toUint8, toUint8Volume } from "./intensity.ts"
 import { median3x3, zMedianSlice } from "./median.ts"
 
 export type { Vendor } from "../volume/dataset.ts"
@@ -40,6 +40,17 @@ export interface PreprocessParams {
   readonly zMedianVendors?: readonly Vendor[]
 }
 
+/** Whether `lut` never decreases across the values whose count in `histogram` is nonzero. */
+const isNonDecreasingOn = (lut: Uint8Array, histogram: ArrayLike<number>): boolean => {
+  let previous = -1
+  for (let value = 0; value < 256; value++) {
+    if (histogram[value] === 0) continue
+    if (lut[value] < previous) return false
+    previous = lut[value]
+  }
+  return true
+}
+
 export const defaultZMedianVendors: readonly Vendor[] = ["Cirrus", "Topcon"]
 
 const checkVendor = (vendor: string): Vendor => {
@@ -54,27 +65,39 @@ export const preprocessVolume = (volume: Volume, vendor: Vendor, params: Preproc
   checkVendor(vendor)
   checkGeometry("volume data", volume.data.length, ...volume.dims)
   for (const listed of params.zMedianVendors ?? []) checkVendor(listed)
-  const converted = toUint8Volume(volume)
-  if (!filteredVendors.includes(vendor)) return converted
+  if (!filteredVendors.includes(vendor)) return toUint8Volume(volume)
 
-  const matched = converted.data
+  // uint8 input is read in place, since nothing below writes to the source.
+  let source = volume.data instanceof Uint8Array ? volume.data : toUint8(volume.data, volume.dtype)
+  let outputLut: Uint8Array | undefined
   if (params.referenceHistogram !== null) {
-    applyLut(matched, matchHistogramLut(histogram256(matched), params.referenceHistogram))
+    const histogram = histogram256(source)
+    const lut = matchHistogramLut(histogram, params.referenceHistogram)
+    // Medians commute with a non-decreasing map (the median of mapped values is the mapped
+    // median), so the lookup table is applied to the filtered output in the same pass.
+    if (isNonDecreasingOn(lut, histogram)) {
+      outputLut = lut
+    } else {
+      // NOTE: not reached in tests. Truncated CDF interpolation is non-decreasing, and this
+      // branch only guards against a float rounding case that would break that.
+      source = source === volume.data ? source.slice() : source
+      applyLut(source, lut)
+    }
   }
 
   const [width, height, slices] = volume.dims
   const sliceVoxels = width * height
   const useZMedian = (params.zMedianVendors ?? defaultZMedianVendors).includes(vendor)
-  const output = new Uint8Array(matched.length)
+  const output = new Uint8Array(source.length)
   const zMedian = new Uint8Array(sliceVoxels)
-  const sliceAt = (z: number): Uint8Array => matched.subarray(z * sliceVoxels, (z + 1) * sliceVoxels)
+  const sliceAt = (z: number): Uint8Array => source.subarray(z * sliceVoxels, (z + 1) * sliceVoxels)
   for (let z = 0; z < slices; z++) {
-    let source = sliceAt(z)
+    let slice = sliceAt(z)
     if (useZMedian && z > 0 && z < slices - 1) {
-      zMedianSlice(sliceAt(z - 1), source, sliceAt(z + 1), zMedian)
-      source = zMedian
+      zMedianSlice(sliceAt(z - 1), slice, sliceAt(z + 1), zMedian)
+      slice = zMedian
     }
-    median3x3(source, output.subarray(z * sliceVoxels, (z + 1) * sliceVoxels), width, height)
+    median3x3(slice, output.subarray(z * sliceVoxels, (z + 1) * sliceVoxels), width, height, outputLut)
   }
   return { dims: volume.dims, spacingMm: volume.spacingMm, dtype: "uint8", data: output }
 }

@@ -280,6 +280,13 @@ describe("preprocessVolume", () => {
     expect([...data]).toEqual([...stack()])
   })
 
+  it("leaves matched input unchanged", () => {
+    const data = stack()
+    const reference = new Float64Array(256).fill(1)
+    preprocessVolume(volumeOf(data, [3, 3, 3]), "Cirrus", { referenceHistogram: reference })
+    expect([...data]).toEqual([...stack()])
+  })
+
   it("rejects an unknown vendor", () => {
     expect(() => preprocessVolume(volumeOf(stack(), [3, 3, 3]), "Heidelberg" as "Cirrus", { referenceHistogram: null })).toThrow(
       /vendor.*"Heidelberg"/
@@ -300,5 +307,32 @@ describe("slicePresence", () => {
     expect(presence.map((slice) => slice.hasIrf)).toEqual([true, false, false])
     expect(presence.map((slice) => slice.hasSrf)).toEqual([false, false, false])
     expect(presence.map((slice) => slice.hasPed)).toEqual([true, false, false])
+  })
+})
+
+describe("zMedianSlice packed", () => {
+  it("equals the scalar median", () => {
+    // Lengths that are not multiples of four exercise the scalar tail after the packed words.
+    const triple = fc.integer({ min: 1, max: 40 }).chain((length) =>
+      fc.tuple(...[0, 1, 2].map(() => fc.uint8Array({ minLength: length, maxLength: length })))
+    )
+    fc.assert(
+      fc.property(triple, ([previous, current, next]) => {
+        const output = new Uint8Array(previous.length)
+        zMedianSlice(previous, current, next, output)
+        const expected = previous.map((_, i) => [previous[i], current[i], next[i]].sort((a, b) => a - b)[1])
+        expect([...output]).toEqual([...expected])
+      }),
+      { numRuns: 500 }
+    )
+  })
+
+  it("handles bytes across the sign bit", () => {
+    const previous = Uint8Array.of(255, 0, 128, 127)
+    const current = Uint8Array.of(0, 255, 127, 128)
+    const next = Uint8Array.of(128, 128, 255, 0)
+    const output = new Uint8Array(4)
+    zMedianSlice(previous, current, next, output)
+    expect([...output]).toEqual([128, 128, 128, 127])
   })
 })
