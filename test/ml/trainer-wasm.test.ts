@@ -21,7 +21,7 @@ function modelGradients(): Array<Float32Array> {
   const labels = tf.slice(fullLabels, [0, 8, 8], [2, 8, 8])
   const variables = [...unet.trainableWeights, ...discriminator.trainableWeights].map((w) => (w as unknown as { val: tf.Variable }).val)
   const { grads } = tf.variableGrads(() => {
-    // Inference mode keeps dropout off so both backends see the same graph.
+    // Inference mode keeps dropout off so both backends run the same graph.
     const probabilities = unet.apply(x, { training: false }) as tf.Tensor4D
     const judged = discriminator.apply(discriminatorPair(x, probabilities)) as tf.Tensor
     return tf.add(segmentationLoss(probabilities, labels), binaryCrossEntropy(judged, 1)) as tf.Scalar

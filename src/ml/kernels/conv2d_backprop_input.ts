@@ -1,6 +1,7 @@
 /**
  * Conv2DBackpropInput for the wasm backend, as one XNNPACK Conv2D (faster than the
- * backend's own loop kernel).
+ * backend's own loop kernel), or as one matrix product when the filter tiles the output
+ * without overlap.
  *
  * Shapes (NHWC): dy [n, outH, outW, k], filter W [fh, fw, c, k], result dx [n, h, w, c] with
  *   dx[b, y, x, c] = sum over p, q, i, j, k with p*s + i - padTop = y and q*t + j - padLeft = x
@@ -52,10 +53,10 @@ function dilateHW(backend: Backend, dy: TensorInfo, s: number, t: number): Tenso
 }
 
 /**
- * The non-overlapping case (filter size equal to the stride, no padding, as in a 2x2
- * stride-2 transposed convolution): each dy pixel writes its own fh x fw block, so
+ * Computes the non-overlapping case (filter size equal to the stride and no padding, as in
+ * a 2x2 stride-2 transposed convolution). Each dy pixel writes its own fh x fw block:
  *   dx block (p, q) = dy[b, p, q, :] x W^T, with W^T = W transposed to [k, fh * fw * c],
- * one matrix product and a transpose of the blocks into place. Rows and columns beyond
+ * so one matrix product and a transpose put every block in place. Rows and columns beyond
  * outH * fh (an odd input under floor rounding) get zero gradient.
  */
 function blockwiseBackpropInput(backend: Backend, dy: TensorInfo, filter: TensorInfo, info: tf.backend_util.Conv2DInfo): TensorInfo {
