@@ -21,7 +21,7 @@ import { syntheticVolume } from "./support/synthetic-bscan.ts"
 const slicesPerVolume = Number(process.argv[2] ?? 16)
 const speedTarget = 10
 const memoryTarget = 4
-const runs = 3
+const runs = 5
 const machine = describeMachine()
 // The Spectralis reference the Cirrus and Topcon volumes are matched to, as 8-bit values.
 const referenceDims = [512, 496, 4] as const

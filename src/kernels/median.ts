@@ -93,12 +93,12 @@ export const median3x3 = (
     const row = y * width
     const below = Math.min(y + 1, height - 1) * width
     for (let x = 0; x < width; x++) {
-      const a = input[above + x]
-      const b = input[row + x]
       const c = input[below + x]
-      lows[x] = min3(a, b, c)
-      middles[x] = median3(a, b, c)
-      highs[x] = max3(a, b, c)
+      const smaller = min2(input[above + x], input[row + x])
+      const larger = max2(input[above + x], input[row + x])
+      lows[x] = min2(smaller, c)
+      middles[x] = max2(smaller, min2(larger, c))
+      highs[x] = max2(larger, c)
     }
     for (let x = 0; x < width; x++) {
       // Border columns are replicated the same way.
