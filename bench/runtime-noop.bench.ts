@@ -1,8 +1,8 @@
 /**
  * No-op rerun of the synthetic 3-stage workflow (scale and stats per item, then report)
- * over 1,000 items, next to Snakemake on the same DAG. Both first build everything once;
- * then each no-op (nothing changed) is timed as a whole CLI process, and octflow's also
- * in-process (runWorkflow only, without Node and module start-up).
+ * over 1,000 items, next to Snakemake on the same DAG. Both first build everything once.
+ * Then each no-op (nothing changed) is timed as a whole CLI process. octflow's no-op is
+ * also timed in-process (runWorkflow only, without Node and module start-up).
  * Target: octflow's CLI no-op at least 10x faster than Snakemake's, and the in-process
  * no-op under 0.25 s. Writes bench/results/runtime-noop.json.
  * Usage: npx tsx bench/runtime-noop.bench.ts [ITEMS]

@@ -8,7 +8,7 @@ import { availableParallelism } from "node:os"
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import { Effect, Option } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
-import { describeCause } from "../runtime/errors.ts"
+import { describeCause, UnknownName } from "../runtime/errors.ts"
 import { explainWorkflow } from "../runtime/explain.ts"
 import { runWorkflow, type RunOptions } from "../runtime/executor.ts"
 import { collectGarbage, lineage, listArtifacts, listRuns, pinRun, query, workspaceStatus } from "../runtime/inspect.ts"
@@ -85,6 +85,13 @@ type RunFlagValues = {
   readonly [K in keyof typeof runFlags]: (typeof runFlags)[K] extends Flag.Flag<infer A> ? A : never
 }
 
+/** `--force` alone (parsed as "*") forces every selected stage, `--force=a,b` forces a and b. */
+function parseForce(value: string | undefined): boolean | ReadonlyArray<string> {
+  if (value === undefined) return false
+  if (value === "*") return true
+  return value.split(",").map((s) => s.trim()).filter((s) => s !== "")
+}
+
 async function toRunOptions(flags: RunFlagValues, targets: ReadonlyArray<string>): Promise<RunOptions> {
   const force = Option.getOrUndefined(flags.force)
   return {
@@ -95,7 +102,7 @@ async function toRunOptions(flags: RunFlagValues, targets: ReadonlyArray<string>
     paramsFile: Option.getOrUndefined(flags.params),
     overrides: flags.param,
     targets,
-    force: force === undefined ? false : force === "*" ? true : force.split(",").map((s) => s.trim()).filter((s) => s !== ""),
+    force: parseForce(force),
     jobs: flags.jobs,
     keepGoing: flags.keepGoing,
     seed: Option.getOrUndefined(flags.seed),
@@ -105,6 +112,9 @@ async function toRunOptions(flags: RunFlagValues, targets: ReadonlyArray<string>
 }
 
 async function explainCommand(options: RunOptions, onlyStages: ReadonlyArray<string>, asJson: boolean) {
+  const known = options.workflow.stages.map((s) => s.name)
+  const unknown = onlyStages.find((name) => !known.includes(name))
+  if (unknown !== undefined) throw new UnknownName({ kind: "stage", name: unknown, known })
   const entries = (await explainWorkflow(options)).filter((e) => onlyStages.length === 0 || onlyStages.includes(e.stage))
   if (asJson) return out(JSON.stringify(entries, null, 2))
   for (const entry of entries) {

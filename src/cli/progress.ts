@@ -1,7 +1,8 @@
 /**
- * Terminal progress for `full` and `run`: on a TTY, one bar per started stage (tasks done /
- * total, rate, ETA) redrawn at most every 100 ms; otherwise one plain line per task that
- * ran or failed, and per log line. Both write to stderr; the closing summary goes to stdout.
+ * Terminal progress for `full` and `run`. On a TTY it draws one bar per started stage
+ * (tasks done / total, rate, ETA), redrawn at most every 100 ms. Otherwise it prints one
+ * plain line per task that ran or failed and per log line. Both go to stderr, and the
+ * closing summary goes to stdout.
  */
 import type { RunEvent, RunSummary } from "../runtime/executor.ts"
 
@@ -14,7 +15,11 @@ interface StageProgress {
   started: number | null
 }
 
-const formatMs = (ms: number) => (ms < 1000 ? `${Math.round(ms)} ms` : ms < 120_000 ? `${(ms / 1000).toFixed(1)} s` : `${(ms / 60_000).toFixed(1)} min`)
+function formatMs(ms: number): string {
+  if (ms < 1000) return `${Math.round(ms)} ms`
+  if (ms < 120_000) return `${(ms / 1000).toFixed(1)} s`
+  return `${(ms / 60_000).toFixed(1)} min`
+}
 
 export class ProgressReporter {
   private readonly stages = new Map<string, StageProgress>()
@@ -105,7 +110,7 @@ export class ProgressReporter {
   }
 }
 
-/** The closing summary table: per stage, tasks that ran, were skipped (cached), failed or were blocked. */
+/** Format the closing summary: per stage, tasks that ran, were skipped (cached), failed or were blocked. */
 export function formatSummary(summary: RunSummary, elapsedMs: number): string {
   const header = `${"stage".padEnd(16)} ${"ran".padStart(6)} ${"skipped".padStart(8)} ${"failed".padStart(7)} ${"blocked".padStart(8)} ${"time".padStart(9)}`
   const rows = summary.stages.map((s) =>

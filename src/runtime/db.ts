@@ -29,7 +29,10 @@ CREATE TABLE IF NOT EXISTS metrics (
   epoch INTEGER, split VARCHAR);
 CREATE TABLE IF NOT EXISTS slices (
   execution_id BIGINT, stage VARCHAR, item VARCHAR, image VARCHAR, vendor VARCHAR, root VARCHAR,
-  slice INTEGER, irf DOUBLE, srf DOUBLE, ped DOUBLE, labelled BOOLEAN);
+  slice INTEGER, irf DOUBLE, srf DOUBLE, ped DOUBLE, labelled BOOLEAN, fluid DOUBLE);
+ALTER TABLE slices ADD COLUMN IF NOT EXISTS fluid DOUBLE;
+CREATE TABLE IF NOT EXISTS splits (
+  execution_id BIGINT, stage VARCHAR, item VARCHAR, vendor VARCHAR, side VARCHAR, fold INTEGER);
 CREATE TABLE IF NOT EXISTS stat_cache (
   path VARCHAR PRIMARY KEY, dev BIGINT, ino BIGINT, size BIGINT, mtime_ns HUGEINT, sha256 VARCHAR);
 CREATE TABLE IF NOT EXISTS pins (run_id VARCHAR PRIMARY KEY, pinned_at TIMESTAMPTZ);
@@ -158,9 +161,9 @@ export class Transaction {
   }
 
   /**
-   * Append many rows with DuckDB's appender, far faster than VALUES statements for
-   * thousands of rows. Values must be given in column order; a JS number is appended as
-   * BIGINT when it is an integer and DOUBLE otherwise, and DuckDB casts to the column type.
+   * Append many rows with DuckDB's appender, which is far faster than VALUES statements
+   * for thousands of rows. Values go in column order. A JS number is appended as BIGINT
+   * when it is an integer and as DOUBLE otherwise, and DuckDB casts it to the column type.
    */
   async append(table: string, rows: ReadonlyArray<ReadonlyArray<SqlValue>>): Promise<void> {
     if (rows.length === 0) return

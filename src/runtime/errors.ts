@@ -1,7 +1,7 @@
 /**
  * Tagged errors of the workflow runtime, one class per failure reason. Each carries the
- * stage, item, path and values involved, and builds its message from those fields so the
- * message says what failed and what to do next.
+ * stage, item, path and values involved, and builds its message from those fields, so the
+ * message names what failed and what to do next.
  */
 import { Data } from "effect"
 

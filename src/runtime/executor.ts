@@ -1,8 +1,8 @@
 /**
- * Runs a workflow: plans one task per stage (whole stage) or per item (forEach stage),
- * fingerprints each task once its inputs are known, reuses a recorded result when the
- * fingerprint matches and its objects are intact, and otherwise runs the stage in a worker
- * thread and commits its outputs. Tasks start as soon as their own inputs are ready, so
+ * Runs a workflow. It plans one task per whole stage or per item of a forEach stage, and
+ * fingerprints each task once its inputs are known. A task whose fingerprint is recorded
+ * and whose objects are intact reuses that result. Every other task runs in a worker
+ * thread and its outputs are committed. Tasks start as soon as their own inputs are ready, so
  * items flow through stages and independent branches run in parallel, up to `jobs`.
  *
  * Failure policy: a failed task blocks the tasks that read its outputs. Other items of the
@@ -83,6 +83,13 @@ const newRunId = () => {
   return `${stamp}-${Math.random().toString(16).slice(2, 8)}`
 }
 
+/** Stages whose cached results are ignored: all selected ones for `true`, else those named. */
+export function forcedStages(force: RunOptions["force"], selected: ReadonlyArray<string>): Set<string> {
+  if (force === true) return new Set(selected)
+  if (force === undefined || force === false) return new Set()
+  return new Set(force)
+}
+
 /** Run the workflow; resolves with a summary (also when tasks failed) and rejects on load-time errors. */
 export async function runWorkflow(options: RunOptions): Promise<RunSummary> {
   const report = options.reporter ?? (() => undefined)
@@ -100,7 +107,7 @@ export async function runWorkflow(options: RunOptions): Promise<RunSummary> {
 
 async function execute(options: RunOptions, session: WorkspaceSession, report: (event: RunEvent) => void): Promise<RunSummary> {
   const plan = await buildPlan(options, session, true)
-  const forced = new Set<string>(options.force === true ? plan.selected : options.force === false || options.force === undefined ? [] : options.force)
+  const forced = forcedStages(options.force, plan.selected)
   for (const name of forced) {
     if (!plan.dag.nodes.has(name)) throw new UnknownName({ kind: "stage", name, known: plan.dag.order })
   }

@@ -7,7 +7,7 @@
 import { existsSync } from "node:fs"
 import { resolve } from "node:path"
 import { Database } from "./db.ts"
-import type { RunOptions } from "./executor.ts"
+import { forcedStages, type RunOptions } from "./executor.ts"
 import {
   buildPlan, isEntryIntact, loadCache, materialOf, planTasks, resolveInputs, taskKey, type CacheEntry, type PlanTask
 } from "./plan.ts"
@@ -61,7 +61,7 @@ export async function explainWorkflow(options: RunOptions): Promise<Array<Explai
 
 async function explainWith(options: RunOptions, session: WorkspaceSession): Promise<Array<ExplainEntry>> {
   const plan = await buildPlan(options, session, false)
-  const forced = new Set<string>(options.force === true ? plan.selected : Array.isArray(options.force) ? options.force : [])
+  const forced = forcedStages(options.force, plan.selected)
   const tasks = planTasks(plan)
   const cache = await loadCache(session, plan.selected)
   const last = await loadLastExecutions(session, plan.selected)

@@ -1,8 +1,8 @@
 /**
  * Fingerprints of stage runs. A fingerprint is the SHA-256 of the canonical JSON of the
  * material below: input content hashes, the stage's declared params (encoded), its code
- * identity, its environment values and the workflow seed. It holds no absolute paths and
- * no times, so it is the same on every machine and in every workspace.
+ * identity, its environment values and the workflow seed. It contains no absolute paths
+ * and no times, so it is the same on every machine and in every workspace.
  */
 import { createHash } from "node:crypto"
 import { canonicalJson } from "./params.ts"

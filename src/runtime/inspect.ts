@@ -34,7 +34,7 @@ export interface RunRow {
   readonly failed: number
 }
 
-/** Every run, newest first, with task counts. */
+/** List every run, newest first, with its task counts. */
 export function listRuns(workspace: string): Promise<Array<RunRow>> {
   return withRead(workspace, (session) => session.db.all<RunRow>(
     `SELECT r.id, r.workflow, r.started::VARCHAR AS started, r.finished::VARCHAR AS finished, r.status, r.profile,
@@ -56,7 +56,7 @@ export interface StageStatus {
   readonly last_error: string | null
 }
 
-/** The newest run and, per stage, how its tasks ended. */
+/** Return the newest run and, per stage, the counts of tasks that ran, were cached or failed. */
 export function workspaceStatus(workspace: string): Promise<{ run: RunRow | null; stages: Array<StageStatus> }> {
   return withRead(workspace, async (session) => {
     const runs = await session.db.all<RunRow>(

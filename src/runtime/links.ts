@@ -1,6 +1,6 @@
 /**
- * Run folders: `runs/<run-id>/<stage>` links to a view folder whose entries link to the
- * stored objects, so users find outputs by stage, port and item; `latest` points at the
+ * Run folders. `runs/<run-id>/<stage>` links to a view folder whose entries link to the
+ * stored objects, so users find outputs by stage, port and item. `latest` points at the
  * newest run.
  */
 import { createHash } from "node:crypto"
@@ -71,7 +71,7 @@ async function ensureView(ws: Layout, entries: ReadonlyArray<{ name: string; obj
   return view
 }
 
-/** The run directory `latest` points at, or null. */
+/** Return the run directory that `latest` points at, or null. */
 export async function latestRunDir(ws: Layout): Promise<string | null> {
   try {
     return join(ws.root, await readlink(join(ws.root, "latest")))

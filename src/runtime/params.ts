@@ -24,10 +24,17 @@ export function canonicalJson(value: unknown): string {
   if (typeof value === "object") {
     const entries = Object.entries(value as Record<string, unknown>)
       .filter(([, v]) => v !== undefined)
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .sort(([a], [b]) => compareCodeUnits(a, b))
     return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(",")}}`
   }
   throw new TypeError(`Cannot encode a value of type ${typeof value} canonically`)
+}
+
+/** Order strings by UTF-16 code units, the same in every locale. */
+export function compareCodeUnits(a: string, b: string): number {
+  if (a < b) return -1
+  if (a > b) return 1
+  return 0
 }
 
 export interface ParamsRequest {
@@ -38,7 +45,7 @@ export interface ParamsRequest {
 }
 
 export interface ResolvedParams {
-  /** Decoded params per stage, as the run function sees them. */
+  /** Decoded params per stage, as the run function receives them. */
   readonly decoded: ReadonlyMap<string, unknown>
   /** Encoded (JSON) params per stage, the form that is fingerprinted and stored. */
   readonly encoded: ReadonlyMap<string, Json>

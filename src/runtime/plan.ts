@@ -15,7 +15,7 @@ import type { ArtifactRef, Json, SourceItemRef, Stage } from "./stage.ts"
 import { objectSize, type Layout, type StoredObject } from "./store.ts"
 import { buildDag, selectStages, type Dag, type DagNode, type Workflow } from "./workflow.ts"
 
-/** What a plan is built from: the workflow, data folder, params sources, targets and seed. */
+/** Plan inputs: the workflow, data folder, params sources, target stages and seed. */
 export interface PlanRequest extends ParamsRequest {
   readonly workflow: Workflow
   readonly dataDir?: string
@@ -85,7 +85,7 @@ export async function buildPlan(
   return { dag, selected, params, sources, code, environment, seed: options.seed ?? options.workflow.seed }
 }
 
-/** One task per item for per-item stages, one per whole stage; deps follow the declared inputs. */
+/** Create one task per item of a per-item stage and one per whole stage, with deps from the declared inputs. */
 export function planTasks(plan: Plan): Map<string, PlanTask> {
   const tasks = new Map<string, PlanTask>()
   const itemsOf = (node: DagNode): ReadonlyArray<string | null> =>
@@ -224,7 +224,7 @@ export async function loadCache(session: WorkspaceSession, stages: ReadonlyArray
   return cache
 }
 
-/** A cache entry is trusted only when it has every declared port and each object is intact. */
+/** Check that a cache entry has every declared port and that each object exists with its recorded size. */
 export async function isEntryIntact(ws: Layout, stage: Stage, entry: CacheEntry): Promise<boolean> {
   for (const port of Object.keys(stage.outputs)) {
     const stored = entry.outputs[port]

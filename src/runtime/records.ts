@@ -1,7 +1,7 @@
 /**
- * Database records of a run: the run row and its params, source files as artifacts, one
- * execution with its artifacts, lineage and emitted rows per committed task (inserted in
- * one transaction), failed executions, and the closing run_tasks rows of cached tasks.
+ * Database records of a run: the run row and its params, and source files as artifacts.
+ * Each committed task adds one execution with its artifacts, lineage and emitted rows in
+ * one transaction. Failed executions and the run_tasks rows of cached tasks follow.
  */
 import { hostname } from "node:os"
 import type { SqlValue, Transaction } from "./db.ts"
@@ -12,7 +12,7 @@ import type { Plan, PlanTask } from "./plan.ts"
 import type { WorkspaceSession } from "./session.ts"
 import type { Json } from "./stage.ts"
 
-/** What the run row records about how the run was started. */
+/** Run-row fields that describe how the run was started. */
 export interface RunStartInfo {
   readonly workflow: { readonly name: string }
   readonly argv?: ReadonlyArray<string>
@@ -21,53 +21,87 @@ export interface RunStartInfo {
   readonly targets?: ReadonlyArray<string>
 }
 
-/** How a task ended, as run_tasks records it. */
+/** Task outcome as the run_tasks table stores it. */
 export interface TaskRecord {
   readonly action: "ran" | "cached" | "failed" | "blocked"
   readonly executionId?: number
 }
 
-let nextExecutionId: { db: unknown; value: number } | null = null
+const nextExecutionIds = new WeakMap<object, Promise<{ value: number }>>()
 
+/**
+ * Allocate the next execution id. The first call per open database reads max(id) once, and
+ * concurrent callers share that read, so two tasks never get the same id. Only the process
+ * holding the workspace lock writes, so no other process allocates ids meanwhile.
+ */
 export async function allocateExecutionId(session: WorkspaceSession): Promise<number> {
-  if (nextExecutionId === null || nextExecutionId.db !== session.db) {
-    const rows = await session.db.all<{ max: bigint | null }>("SELECT max(id) AS max FROM executions")
-    nextExecutionId = { db: session.db, value: Number(rows[0]?.max ?? 0n) + 1 }
+  let counter = nextExecutionIds.get(session.db)
+  if (counter === undefined) {
+    counter = session.db.all<{ max: bigint | null }>("SELECT max(id) AS max FROM executions")
+      .then((rows) => ({ value: Number(rows[0]?.max ?? 0n) + 1 }))
+    nextExecutionIds.set(session.db, counter)
   }
-  return nextExecutionId.value++
+  const next = await counter
+  return next.value++
 }
 
-export type EmittedRows = { metrics: Array<Record<string, unknown>>; slices: Array<Record<string, unknown>> }
+/** Column kinds of emitted rows: `?` marks a column that may be null or left out. */
+type ColumnKind = "string" | "number" | "boolean" | "string?" | "number?"
 
+/** Columns of each table a stage may emit to, besides execution_id, stage and item. */
+const emitColumns: Readonly<Record<string, Readonly<Record<string, ColumnKind>>>> = {
+  metrics: { name: "string", value: "number", class: "string?", epoch: "number?", split: "string?" },
+  slices: {
+    image: "string", vendor: "string", root: "string", slice: "number",
+    irf: "number?", srf: "number?", ped: "number?", fluid: "number?", labelled: "boolean"
+  },
+  splits: { vendor: "string", side: "string", fold: "number?" }
+}
+
+export type EmittedRows = Map<string, Array<Record<string, unknown>>>
+
+function isKind(value: unknown, kind: ColumnKind): boolean {
+  if (kind.endsWith("?") && (value === null || value === undefined)) return true
+  const base = kind.replace("?", "")
+  if (base === "number") return typeof value === "number" && Number.isFinite(value)
+  return typeof value === base
+}
+
+/** Check emitted rows against the table columns, so a bad row fails its task before commit. */
 export function checkEmitted(task: PlanTask, emitted: ReadonlyArray<{ table: string; rows: ReadonlyArray<unknown> }>): EmittedRows {
-  const result: EmittedRows = { metrics: [], slices: [] }
+  const result: EmittedRows = new Map()
   for (const batch of emitted) {
-    if (batch.table !== "metrics" && batch.table !== "slices") {
-      throw new InvalidStage({ stage: task.stage, reason: `emit() named table "${batch.table}"; use "metrics" or "slices"` })
+    const columns = emitColumns[batch.table]
+    if (columns === undefined) {
+      const known = Object.keys(emitColumns).map((t) => `"${t}"`).join(", ")
+      throw new InvalidStage({ stage: task.stage, reason: `emit() named table "${batch.table}"; use one of ${known}` })
     }
     for (const row of batch.rows) {
       const record = row as Record<string, unknown>
-      const numeric = batch.table === "metrics" ? ["value"] : ["slice", "irf", "srf", "ped"]
-      for (const field of numeric) {
-        if (typeof record[field] !== "number") {
-          throw new InvalidStage({ stage: task.stage, reason: `emit("${batch.table}") row field "${field}" must be a number, got ${JSON.stringify(record[field])}` })
+      for (const [column, kind] of Object.entries(columns)) {
+        if (!isKind(record[column], kind)) {
+          throw new InvalidStage({
+            stage: task.stage,
+            reason: `emit("${batch.table}") row column "${column}" must be ${kind.replace("?", " or null")}, ` +
+              `got ${JSON.stringify(record[column])}`
+          })
         }
       }
-      result[batch.table].push(record)
+      const rows = result.get(batch.table) ?? []
+      rows.push(record)
+      result.set(batch.table, rows)
     }
   }
   return result
 }
 
+/** Insert checked rows; a row without `item` gets the task's item. */
 export async function insertEmitted(tx: Transaction, executionId: number, task: PlanTask, rows: EmittedRows) {
-  const opt = (v: unknown): SqlValue => (v === undefined ? null : (v as SqlValue))
-  if (rows.metrics.length > 0) {
-    await tx.insert("metrics", ["execution_id", "stage", "item", "name", "value", "class", "epoch", "split"],
-      rows.metrics.map((r) => [executionId, task.stage, opt(r.item ?? task.item), opt(r.name), opt(r.value), opt(r.class), opt(r.epoch), opt(r.split)]))
-  }
-  if (rows.slices.length > 0) {
-    await tx.insert("slices", ["execution_id", "stage", "item", "image", "vendor", "root", "slice", "irf", "srf", "ped", "labelled"],
-      rows.slices.map((r) => [executionId, task.stage, opt(r.item ?? task.item), opt(r.image), opt(r.vendor), opt(r.root), opt(r.slice), opt(r.irf), opt(r.srf), opt(r.ped), opt(r.labelled)]))
+  const value = (v: unknown): SqlValue => (v === undefined ? null : (v as SqlValue))
+  for (const [table, records] of rows) {
+    const columns = Object.keys(emitColumns[table]!)
+    await tx.insert(table, ["execution_id", "stage", "item", ...columns],
+      records.map((r) => [executionId, task.stage, value(r.item ?? task.item), ...columns.map((c) => value(r[c]))]))
   }
 }
 

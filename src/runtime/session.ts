@@ -62,6 +62,18 @@ export async function openForRead(root: string): Promise<WorkspaceSession> {
       cause: "no database in this workspace yet; run `workflow full` first or pass --workspace"
     })
   }
-  const db = await Database.open(ws.database, { readOnly: true })
-  return { ws, db, close: async () => db.close() }
+  try {
+    const db = await Database.open(ws.database, { readOnly: true })
+    return { ws, db, close: async () => db.close() }
+  } catch (error) {
+    // DuckDB lets one process open a file for writing and then no other process at all.
+    if (/lock/i.test(String((error as DatabaseFailed).cause))) {
+      throw new DatabaseFailed({
+        path: ws.database,
+        sql: "(open)",
+        cause: "a running workflow process has the database open; retry when it finishes"
+      })
+    }
+    throw error
+  }
 }

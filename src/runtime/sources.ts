@@ -1,13 +1,14 @@
 /**
  * Source discovery and file hashing through the stat cache. A file whose device, inode,
- * size and modification time (ns) match its `stat_cache` row reuses the stored SHA-256 and
- * is not read; every other file is hashed and its row replaced.
+ * size and modification time (ns) match its `stat_cache` row reuses the stored SHA-256
+ * and is not read. Every other file is hashed and its row replaced.
  */
 import { resolve } from "node:path"
 import { Effect } from "effect"
 import { InputUnreadable, SourceFailed } from "./errors.ts"
 import { hashFiles, statKey, type StatKey } from "./hash.ts"
 import type { Database } from "./db.ts"
+import { compareCodeUnits } from "./params.ts"
 import type { Source, SourceItem, SourceItemRef } from "./stage.ts"
 
 interface CachedStat extends StatKey {
@@ -30,7 +31,7 @@ export async function discoverSource(source: Source, dataDir: string | undefined
   } catch (cause) {
     throw new SourceFailed({ source: source.name, dataDir, cause })
   }
-  const sorted = [...items].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
+  const sorted = [...items].sort((a, b) => compareCodeUnits(a.key, b.key))
   for (let i = 1; i < sorted.length; i++) {
     if (sorted[i]!.key === sorted[i - 1]!.key) {
       throw new SourceFailed({ source: source.name, dataDir, cause: `two items have the key "${sorted[i]!.key}"` })

@@ -26,20 +26,20 @@ export interface Source {
   readonly discover: (config: { readonly dataDir?: string }) => Effect.Effect<ReadonlyArray<SourceItem>, unknown>
 }
 
-/** A source file as a stage sees it: its path and SHA-256 hex hash. */
+/** A source file as a stage receives it: its path and SHA-256 hex hash. */
 export interface FileRef {
   readonly path: string
   readonly hash: string
 }
 
-/** A source item as a stage sees it. */
+/** A source item as a stage receives it. */
 export interface SourceItemRef {
   readonly key: string
   readonly files: ReadonlyArray<FileRef>
   readonly meta: Json
 }
 
-/** An upstream output as a stage sees it; `item` is null for a whole-stage output. */
+/** An upstream output as a stage receives it. `item` is null for a whole-stage output. */
 export interface ArtifactRef {
   readonly item: string | null
   readonly path: string
@@ -107,7 +107,7 @@ export const file = (ext: string): OutputSpec => {
 /** A directory output port, such as a tfjs model (model.json and weights.bin). */
 export const directory = (): OutputSpec => ({ kind: "directory", ext: "" })
 
-/** How an input resolves in the run context: `PerItem` is true when the stage has forEach. */
+/** Run-context type of an input. `PerItem` is true when the stage has forEach. */
 export type ResolvedInput<S extends InputSpec, PerItem extends boolean> = S extends SourceInput
   ? PerItem extends true ? SourceItemRef : ReadonlyArray<SourceItemRef>
   : S extends SourcePickInput ? SourceItemRef
@@ -115,7 +115,11 @@ export type ResolvedInput<S extends InputSpec, PerItem extends boolean> = S exte
   : S extends OutputMapInput ? Readonly<Record<string, ArtifactRef>>
   : never
 
-/** Rows a stage may emit for the runtime to insert in the commit transaction of its outputs. */
+/**
+ * Rows a stage may emit for the runtime to insert in the commit transaction of its
+ * outputs. A row without `item` gets the task's item. In `slices`, a class count is null
+ * for a slice without a reference (unlabelled), never 0.
+ */
 export interface EmitTables {
   readonly slices: {
     readonly item?: string
@@ -123,18 +127,26 @@ export interface EmitTables {
     readonly vendor: string
     readonly root: string
     readonly slice: number
-    readonly irf: number
-    readonly srf: number
-    readonly ped: number
+    readonly irf: number | null
+    readonly srf: number | null
+    readonly ped: number | null
+    readonly fluid?: number | null
     readonly labelled: boolean
   }
   readonly metrics: {
     readonly name: string
     readonly value: number
     readonly item?: string
-    readonly class?: string
-    readonly epoch?: number
-    readonly split?: string
+    readonly class?: string | null
+    readonly epoch?: number | null
+    readonly split?: string | null
+  }
+  /** Case-level split membership: side is "train", "test" or "unlabelled". */
+  readonly splits: {
+    readonly item?: string
+    readonly vendor: string
+    readonly side: string
+    readonly fold?: number | null
   }
 }
 

@@ -1,9 +1,9 @@
 /**
  * Content-addressed artifact store under a workspace. A stage writes each output into a
- * staging directory; `commitOutput` fsyncs it, hashes it, renames it to
- * `objects/<first 2 hex>/<hash><ext>` (a directory output becomes `objects/<2 hex>/<hash>/`)
- * and makes it read-only. Rename is atomic, so an object path only ever holds complete,
- * durable bytes; the database records an object only after this returns.
+ * staging directory. `commitOutput` then fsyncs it, hashes it, renames it to
+ * `objects/<first 2 hex>/<hash><ext>` (a directory becomes `objects/<2 hex>/<hash>/`) and
+ * makes it read-only. Rename is atomic, so an object path only ever contains complete,
+ * durable bytes, and the database records an object only after `commitOutput` returns.
  */
 import { randomUUID } from "node:crypto"
 import { constants } from "node:fs"
@@ -121,8 +121,8 @@ export async function commitOutput(ws: Layout, stagedPath: string, spec: OutputS
   await mkdir(dirname(target), { recursive: true })
 
   if (await exists(target)) {
-    // The same content is already stored; rename over a directory would fail, and a file
-    // would be replaced by identical bytes, so drop the staged copy instead.
+    // The same content is already stored, so the staged copy is dropped. Renaming over a
+    // directory would fail, and renaming over a file would only rewrite identical bytes.
     await rm(stagedPath, { recursive: true, force: true })
   } else {
     await rename(stagedPath, target)

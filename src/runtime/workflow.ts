@@ -1,7 +1,8 @@
 /**
  * Workflow definition and its DAG. A workflow names its sources, stages, params profiles
- * and seed; `buildDag` derives the edges from each stage's declared inputs (not from list
- * order) and rejects cycles, inputs nobody produces and duplicate producers at load time.
+ * and seed. `buildDag` derives the edges from each stage's declared inputs (not from list
+ * order). At load time it rejects cycles, inputs that no stage or source produces, and
+ * duplicate producers.
  */
 import { DagCycle, DuplicateProducer, InvalidStage, MissingProducer, UnknownName } from "./errors.ts"
 import type { InputSpec, Source, Stage } from "./stage.ts"
@@ -115,7 +116,7 @@ function checkInput(
   }
 }
 
-/** The root source of a per-item stage, following forEach through per-item stages. */
+/** Find the root source of a per-item stage by following forEach through per-item stages. */
 function resolveItemSource(
   workflow: Workflow,
   byName: ReadonlyMap<string, Stage>,

@@ -17,7 +17,7 @@ export const tempDir = (prefix: string) => mkdtempSync(join(tmpdir(), `octflow-$
 
 const noParams = Schema.Struct({})
 
-/** A stage that is only declared, never run: for DAG and params tests. */
+/** Declare a stage that is never run, for DAG and params tests. */
 export function declaredStage(
   name: string,
   inputs: Record<string, Stage.InputSpec>,
@@ -46,7 +46,7 @@ export interface CliResult {
   readonly stderr: string
 }
 
-/** Start the CLI as a child process; `onStderr` sees stderr as it arrives. */
+/** Start the CLI as a child process; `onStderr` receives stderr as it arrives. */
 export function startCli(args: ReadonlyArray<string>, env: Record<string, string> = {}, onStderr?: (text: string, child: ChildProcess) => void): {
   child: ChildProcess
   done: Promise<CliResult>

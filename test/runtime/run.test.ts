@@ -65,6 +65,7 @@ describe("runWorkflow on the synthetic workflow", () => {
 
   it("reruns exactly the dependents of a param", async () => {
     const summary = await runWorkflow({ ...base, overrides: ["stats.offset=1"] })
+    expect(summary.error?.message).toBeUndefined()
     expect(ranCounts(summary)).toEqual({ scale: 0, stats: 5, report: 1 })
   })
 
