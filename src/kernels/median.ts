@@ -24,7 +24,7 @@ const LOW_BITS = 0x7f7f7f7f
 /**
  * Returns, for four packed unsigned bytes, 0xff in each byte where `a >= b` and 0x00 elsewhere.
  * `(a | 0x80) - (b & 0x7f)` per byte never borrows across bytes, and its top bit compares the
- * low seven bits; the top bits of a and b decide where they differ.
+ * low seven bits. Where the top bits of a and b differ, they decide instead.
  */
 const greaterOrEqualMask = (a: number, b: number): number => {
   const lowCompare = ((a | HIGH_BITS) - (b & LOW_BITS)) | 0

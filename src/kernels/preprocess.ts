@@ -40,7 +40,7 @@ export interface PreprocessParams {
   readonly zMedianVendors?: readonly Vendor[]
 }
 
-/** Whether `lut` never decreases across the values whose count in `histogram` is nonzero. */
+/** Checks that `lut` never decreases across the values whose count in `histogram` is nonzero. */
 const isNonDecreasingOn = (lut: Uint8Array, histogram: ArrayLike<number>): boolean => {
   let previous = -1
   for (let value = 0; value < 256; value++) {
