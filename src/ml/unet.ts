@@ -295,6 +295,26 @@ export function buildUnet(config: UnetConfig): tfl.LayersModel {
   return tfl.model({ inputs: input, outputs: probabilities, name: "unet" })
 }
 
+/**
+ * Builds the U-Net for inputs of inputHeight x inputWidth with the weights of `trained` (a
+ * model of the same config at any input size), for inference on whole B-scans: convolution
+ * weights do not depend on the spatial size. For inputs where (size - patch size) is a
+ * multiple of 2^(depth - 1), every crop matches the patch model's. The output then equals
+ * patch-wise predictions away from each patch's border. Near the border it differs,
+ * because the same-padded first and last convolutions see zeros at a patch's edge.
+ */
+export function buildUnetForInput(
+  config: UnetConfig,
+  trained: tfl.LayersModel,
+  inputHeight: number,
+  inputWidth: number
+): tfl.LayersModel {
+  const model = buildUnet({ ...config, patchHeight: inputHeight, patchWidth: inputWidth })
+  const weights = trained.getWeights()
+  model.setWeights(weights)
+  return model
+}
+
 /** Returns the model's Dropout layers, whose seeds the trainer sets before every step. */
 export function dropoutLayers(model: tfl.LayersModel): ReadonlyArray<tfl.layers.Layer> {
   return model.layers.filter((layer) => layer.getClassName() === "Dropout")
