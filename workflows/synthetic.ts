@@ -5,7 +5,7 @@
  */
 import { mkdir, readdir, writeFile } from "node:fs/promises"
 import { join } from "node:path"
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import type { Source } from "../src/runtime/stage.ts"
 import * as Workflow from "../src/runtime/workflow.ts"
 import { report } from "./synthetic/report.ts"

@@ -5,9 +5,15 @@
  * workflow, 3 workspace in use (with --no-wait).
  */
 import { availableParallelism } from "node:os"
-import { NodeRuntime, NodeServices } from "@effect/platform-node"
-import { Effect, Option } from "effect"
-import { Argument, Command, Flag } from "effect/cli"
+// Deep imports: the package barrels load every module (HTTP, sockets...), which costs
+// seconds of start-up through the tsx loader.
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as NodeServices from "@effect/platform-node/NodeServices"
+import * as Argument from "effect/cli/Argument"
+import * as Command from "effect/cli/Command"
+import * as Flag from "effect/cli/Flag"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import { describeCause, UnknownName } from "../runtime/errors.ts"
 import { explainWorkflow } from "../runtime/explain.ts"
 import { runWorkflow, type RunOptions } from "../runtime/executor.ts"

@@ -1,7 +1,8 @@
 /**
  * Terminal progress for `full` and `run`. On a TTY it draws one bar per started stage
- * (tasks done / total, rate, ETA), redrawn at most every 100 ms. Otherwise it prints one
- * plain line per task that ran or failed and per log line. Both go to stderr, and the
+ * (tasks done / total, rate, ETA), redrawn at most every 100 ms. Otherwise it prints a
+ * plain line per failed task, per log line, per whole stage that ran, and per tenth of a
+ * per-item stage's tasks. Both go to stderr, and the
  * closing summary goes to stdout.
  */
 import type { RunEvent, RunSummary } from "../runtime/executor.ts"
@@ -55,7 +56,8 @@ export class ProgressReporter {
         if (event.action === "ran") stage.ran++
         if (event.action === "cached") stage.cached++
         if (event.action === "failed") stage.failed++
-        if (!this.isTty && event.action === "ran") this.line(`${event.stage} ${event.item ?? ""} ran in ${formatMs(event.ms)}`.replace("  ", " "))
+        if (!this.isTty && event.action === "ran" && event.item === null) this.line(`${event.stage} ran in ${formatMs(event.ms)}`)
+        if (!this.isTty && event.item !== null) this.plainProgress(event.stage, stage)
         if (event.action === "failed") this.line(`${event.stage} ${event.item ?? ""} failed: ${event.error ?? ""}`)
         this.redraw(stage.done === stage.total)
         return
@@ -69,6 +71,14 @@ export class ProgressReporter {
         return
       }
     }
+  }
+
+  /** Print a per-item stage's counts each time another tenth of its tasks has ended. */
+  private plainProgress(name: string, stage: StageProgress) {
+    const tenth = Math.floor((stage.done * 10) / stage.total)
+    const previous = Math.floor(((stage.done - 1) * 10) / stage.total)
+    if (tenth === previous) return
+    this.line(`${name}: ${stage.done}/${stage.total} done (ran ${stage.ran}, skipped ${stage.cached}, failed ${stage.failed})`)
   }
 
   private line(text: string) {

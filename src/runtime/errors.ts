@@ -3,7 +3,7 @@
  * stage, item, path and values involved, and builds its message from those fields, so the
  * message names what failed and what to do next.
  */
-import { Data } from "effect"
+import * as Data from "effect/Data"
 
 /** The declared inputs and outputs form a cycle. */
 export class DagCycle extends Data.TaggedError("DagCycle")<{ readonly stages: ReadonlyArray<string> }> {

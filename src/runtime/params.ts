@@ -4,7 +4,8 @@
  * its origin so a Schema failure names where the bad value came from.
  */
 import { readFileSync } from "node:fs"
-import { Exit, Schema } from "effect"
+import * as Exit from "effect/Exit"
+import * as Schema from "effect/Schema"
 import { InvalidParam, InvalidParamsInput, UnknownName, UnknownParam } from "./errors.ts"
 import type { Json, Stage } from "./stage.ts"
 import type { ParamsLayer, Workflow } from "./workflow.ts"

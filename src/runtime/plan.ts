@@ -4,7 +4,7 @@
  * resolution for a task whose upstream has finished, and the cache lookup.
  */
 import { join } from "node:path"
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { codeIdentity, type CodeIdentity } from "./codehash.ts"
 import { InvalidStage } from "./errors.ts"
 import { describeSourceItem, type FingerprintMaterial } from "./fingerprint.ts"
@@ -229,7 +229,7 @@ export async function isEntryIntact(ws: Layout, stage: Stage, entry: CacheEntry)
   for (const port of Object.keys(stage.outputs)) {
     const stored = entry.outputs[port]
     if (stored === undefined) return false
-    if ((await objectSize(ws, stored.path, stored.kind)) !== stored.size) return false
+    if (objectSize(ws, stored.path, stored.kind) !== stored.size) return false
   }
   return true
 }

@@ -3,10 +3,11 @@
  * size and modification time (ns) match its `stat_cache` row reuses the stored SHA-256
  * and is not read. Every other file is hashed and its row replaced.
  */
+import { stat } from "node:fs/promises"
 import { resolve } from "node:path"
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { InputUnreadable, SourceFailed } from "./errors.ts"
-import { hashFiles, statKey, type StatKey } from "./hash.ts"
+import type { StatKey } from "./hash.ts"
 import type { Database } from "./db.ts"
 import { compareCodeUnits } from "./params.ts"
 import type { Source, SourceItem, SourceItemRef } from "./stage.ts"
@@ -49,9 +50,10 @@ export async function hashSourceFiles(
 ): Promise<HashedSource> {
   const paths = [...new Set(items.flatMap((item) => item.files.map((f) => resolve(f))))]
   const cached = await loadStatCache(db)
-  const stats = await Promise.all(paths.map(async (path) => {
+  const stats = await Promise.all(paths.map(async (path): Promise<StatKey> => {
     try {
-      return await statKey(path)
+      const info = await stat(path, { bigint: true })
+      return { dev: Number(info.dev), ino: Number(info.ino), size: Number(info.size), mtimeNs: info.mtimeNs }
     } catch (cause) {
       throw new InputUnreadable({ path, cause })
     }
@@ -72,6 +74,8 @@ export async function hashSourceFiles(
   if (misses.length > 0) {
     let digests: Array<string>
     try {
+      // Loaded on demand: a rerun with every file in the stat cache never needs the hasher.
+      const { hashFiles } = await import("./hash.ts")
       digests = await hashFiles(misses.map((i) => paths[i]!))
     } catch (cause) {
       throw new InputUnreadable({ path: (cause as { path?: string }).path ?? "(unknown)", cause })

@@ -4,8 +4,8 @@
  * function. The runtime builds the DAG from these declarations, fingerprints each run and
  * caches its outputs; per-item stages (`forEach`) are fingerprinted and cached per item.
  */
-import type { Effect } from "effect"
-import type { Schema } from "effect"
+import type * as Effect from "effect/Effect"
+import type * as Schema from "effect/Schema"
 
 /** JSON value, as stored in source item metadata and the database. */
 export type Json = null | boolean | number | string | ReadonlyArray<Json> | { readonly [key: string]: Json }

@@ -6,10 +6,9 @@
  * durable bytes, and the database records an object only after `commitOutput` returns.
  */
 import { randomUUID } from "node:crypto"
-import { constants } from "node:fs"
+import { constants, lstatSync, readdirSync, statSync } from "node:fs"
 import { chmod, lstat, mkdir, open, readdir, rename, rm, stat } from "node:fs/promises"
 import { dirname, join } from "node:path"
-import { hashDirectory, hashFile } from "./hash.ts"
 import type { OutputSpec } from "./stage.ts"
 
 export interface Layout {
@@ -115,6 +114,8 @@ const exists = async (path: string) => stat(path).then(() => true, () => false)
 export async function commitOutput(ws: Layout, stagedPath: string, spec: OutputSpec): Promise<StoredObject> {
   const size = await fsyncTree(stagedPath)
   await fsyncPath(dirname(stagedPath), constants.O_RDONLY | constants.O_DIRECTORY)
+  // Loaded on demand, so a run with every task cached does not load the hasher at all.
+  const { hashDirectory, hashFile } = await import("./hash.ts")
   const hash = spec.kind === "directory" ? await hashDirectory(stagedPath) : await hashFile(stagedPath)
   const relative = objectPath(hash, spec.ext)
   const target = join(ws.root, relative)
@@ -132,20 +133,25 @@ export async function commitOutput(ws: Layout, stagedPath: string, spec: OutputS
   return { hash, kind: spec.kind, ext: spec.ext, path: relative, size }
 }
 
-/** Total size in bytes of a stored object, or null when it is missing. */
-export async function objectSize(ws: Layout, relativePath: string, kind: "file" | "directory"): Promise<number | null> {
+/**
+ * Total size in bytes of a stored object, or null when it is missing. It uses synchronous
+ * stat calls because a cached rerun checks thousands of objects, and for files in the page
+ * cache one blocking stat is cheaper than a round trip through the libuv thread pool.
+ */
+export function objectSize(ws: Layout, relativePath: string, kind: "file" | "directory"): number | null {
   const path = join(ws.root, relativePath)
   try {
-    if (kind === "file") return (await stat(path)).size
-    return await treeSize(path)
+    if (kind === "file") return statSync(path).size
+    return treeSize(path)
   } catch {
     return null
   }
 }
 
-async function treeSize(path: string): Promise<number> {
-  const info = await lstat(path)
+function treeSize(path: string): number {
+  const info = lstatSync(path)
   if (!info.isDirectory()) return info.size
-  const sizes = await Promise.all((await readdir(path)).map((name) => treeSize(join(path, name))))
-  return sizes.reduce((a, b) => a + b, 0)
+  let total = 0
+  for (const name of readdirSync(path)) total += treeSize(join(path, name))
+  return total
 }

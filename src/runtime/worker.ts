@@ -5,7 +5,10 @@
  * runs it and forwards progress, log lines and emitted rows as messages.
  */
 import { parentPort } from "node:worker_threads"
-import { Cause, Effect, Exit, Schema } from "effect"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Schema from "effect/Schema"
 import { isStage, type Json, type LogLevel, type Stage } from "./stage.ts"
 
 /** Context fields that cross the thread boundary; all are structured-clone safe. */

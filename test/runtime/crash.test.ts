@@ -8,7 +8,11 @@ import { runCli, startCli, tempDir, type CliResult } from "./helpers.ts"
 
 const fullArgs = (workspace: string, data: string) => ["full", "--workflow", "synthetic", "--workspace", workspace, "--data", data, "--jobs", "2"]
 
-const ranLines = (stderr: string) => stderr.split("\n").filter((line) => / ran in /.test(line)).length
+/** Tasks of `scale` that ran, from the last plain progress line ("scale: 3/8 done (ran 3, ..."). */
+const ranLines = (stderr: string) => {
+  const counts = [...stderr.matchAll(/scale: \d+\/\d+ done \(ran (\d+)/g)].map((m) => Number(m[1]))
+  return counts.length === 0 ? 0 : counts[counts.length - 1]!
+}
 
 /** Start a slow run and SIGKILL it once `shouldKill(stderr)` holds. */
 function killWhen(args: ReadonlyArray<string>, shouldKill: (stderr: string) => boolean): Promise<CliResult> {

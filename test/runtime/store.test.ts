@@ -45,13 +45,13 @@ describe("commitOutput", () => {
     writeFileSync(join(ports.model!, "shards/weights.bin"), "12345")
     const stored = await commitOutput(ws, ports.model!, Stage.directory())
     expect(stored.size).toBe(7)
-    expect(await objectSize(ws, stored.path, "directory")).toBe(7)
+    expect(objectSize(ws, stored.path, "directory")).toBe(7)
     expect(readFileSync(join(ws.root, stored.path, "shards/weights.bin"), "utf8")).toBe("12345")
   })
 
   it("reports a missing object", async () => {
     const ws = layout(tempDir("store"))
-    expect(await objectSize(ws, "objects/00/nothing.txt", "file")).toBeNull()
+    expect(objectSize(ws, "objects/00/nothing.txt", "file")).toBeNull()
   })
 })
 

@@ -1,7 +1,9 @@
 /**
  * Synthetic per-item stage: multiplies every number of an item's file by `factor`.
  */
-import { Data, Effect, Schema } from "effect"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
 import * as Stage from "../../src/runtime/stage.ts"
 import { readNumbers, testDelay, writeNumbers } from "./numbers.ts"
 

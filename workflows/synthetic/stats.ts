@@ -2,7 +2,8 @@
  * Synthetic per-item stage: sum and count of an item's scaled numbers, plus `offset`.
  */
 import { writeFile } from "node:fs/promises"
-import { Effect, Schema } from "effect"
+import * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
 import * as Stage from "../../src/runtime/stage.ts"
 import { readNumbers } from "./numbers.ts"
 
