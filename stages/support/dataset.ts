@@ -1,0 +1,148 @@
+/**
+ * The `dataset` source of the RETOUCH workflow and the way stages turn one of its items
+ * back into a case they can load. Item metadata holds only names relative to the case
+ * folder, never absolute paths, so fingerprints are the same wherever the data lives.
+ */
+import { join, resolve, sep } from "node:path"
+import { fileURLToPath } from "node:url"
+import { Effect } from "effect"
+import type { Json, Source, SourceItemRef } from "../../src/runtime/stage.ts"
+import { type DatasetCase, discoverDataset, type Vendor, vendorGeometry, vendors } from "../../src/volume/dataset.ts"
+import type { Volume } from "../../src/volume/volume.ts"
+import { CaseDiscoveryError, CaseGeometryError, CaseVendorError } from "./errors.ts"
+
+/** The real sample shipped in the repository, used when `--data` is not given. */
+export const sampleDataDir = fileURLToPath(new URL("../../data/sample", import.meta.url))
+
+const relativeTo = (dir: string, path: string): string => path.slice(dir.length + 1).split(sep).join("/")
+
+/** Item metadata of one discovered case. */
+export interface CaseItemMeta {
+  readonly caseName: string
+  readonly vendorFolder: string
+  readonly vendor: Vendor | null
+  readonly format: DatasetCase["format"]
+  readonly scheme: DatasetCase["scheme"]
+  /** The OCT file and reference file, relative to the case folder. */
+  readonly octFile: string
+  readonly referenceFile: string | null
+  readonly sidecar: Json
+  /** Why discovery could not use the case; the stage raises it for this item only. */
+  readonly discoveryError: { readonly tag: string; readonly message: string } | null
+}
+
+const toItemMeta = (datasetCase: DatasetCase): CaseItemMeta => ({
+  caseName: datasetCase.meta.caseName,
+  vendorFolder: datasetCase.meta.vendorFolder,
+  vendor: datasetCase.vendor ?? null,
+  format: datasetCase.format,
+  scheme: datasetCase.scheme,
+  octFile: relativeTo(datasetCase.dir, datasetCase.octPath),
+  referenceFile: datasetCase.referencePath === undefined ? null : relativeTo(datasetCase.dir, datasetCase.referencePath),
+  sidecar: (datasetCase.meta.sidecar ?? null) as Json,
+  discoveryError:
+    datasetCase.error === undefined
+      ? null
+      : { tag: (datasetCase.error as { _tag?: string })._tag ?? datasetCase.error.name, message: datasetCase.error.message }
+})
+
+/**
+ * Lists the cases of `--data DIR` (RETOUCH layout, NIfTI or B-scan folders), or of the
+ * shipped sample. Vendor and geometry are checked by the preprocess stage, where the
+ * `vendor` and `strictGeometry` params apply, so one odd case fails only its own item.
+ */
+export const datasetSource: Source = {
+  name: "dataset",
+  discover: ({ dataDir }) =>
+    Effect.tryPromise({
+      try: async () => {
+        const root = resolve(dataDir ?? sampleDataDir)
+        const cases = await discoverDataset(root, { strictGeometry: false })
+        // A case in a folder that names no vendor is listed again with a placeholder vendor,
+        // only to learn its files; its vendor stays unknown until a `vendor` param sets it.
+        const unknownVendor = cases
+          .filter((datasetCase) => (datasetCase.error as { _tag?: string } | undefined)?._tag === "VendorUnknownError")
+          .map((datasetCase) => datasetCase.key)
+        const relisted =
+          unknownVendor.length === 0
+            ? new Map<string, DatasetCase>()
+            : new Map(
+                (
+                  await discoverDataset(root, {
+                    strictGeometry: false,
+                    vendor: Object.fromEntries(unknownVendor.map((key) => [key, "Spectralis"]))
+                  })
+                )
+                  .filter((datasetCase) => unknownVendor.includes(datasetCase.key))
+                  .map((datasetCase) => [datasetCase.key, { ...datasetCase, vendor: undefined }])
+              )
+        return cases.map((listed) => {
+          const datasetCase = relisted.get(listed.key) ?? listed
+          return { key: datasetCase.key, files: datasetCase.files, meta: toItemMeta(datasetCase) as unknown as Json }
+        })
+      },
+      catch: (cause) => cause
+    })
+}
+
+/** Finds the folder of a case from its files: the file named `octFile` lies in it. */
+const caseDirOf = (item: SourceItemRef, meta: CaseItemMeta): string => {
+  const suffix = `/${item.key}/${meta.octFile}`
+  const octRef = item.files.find((file) => file.path.split(sep).join("/").endsWith(suffix))
+  if (octRef === undefined) {
+    throw new CaseDiscoveryError({ item: item.key, tag: "MissingFile", reason: `none of its listed files is ${meta.octFile}` })
+  }
+  return octRef.path.slice(0, octRef.path.length - meta.octFile.length - 1)
+}
+
+/**
+ * Rebuilds the case of a source item with the vendor the params decide: an entry of
+ * `vendorOverrides` keyed by case key or case folder name wins over the folder name.
+ */
+export const caseOfItem = (item: SourceItemRef, vendorOverrides: Readonly<Record<string, string>>): DatasetCase => {
+  const meta = item.meta as unknown as CaseItemMeta
+  if (meta.discoveryError !== null) {
+    throw new CaseDiscoveryError({ item: item.key, tag: meta.discoveryError.tag, reason: meta.discoveryError.message })
+  }
+  const override = vendorOverrides[item.key] ?? vendorOverrides[meta.caseName]
+  const vendor = override === undefined ? meta.vendor : vendors.find((name) => name.toLowerCase() === override.toLowerCase())
+  if (override !== undefined && vendor === undefined) {
+    throw new CaseVendorError({ item: item.key, folder: meta.vendorFolder, value: override })
+  }
+  if (vendor === null || vendor === undefined) {
+    throw new CaseVendorError({ item: item.key, folder: meta.vendorFolder, value: null })
+  }
+  const dir = caseDirOf(item, meta)
+  return {
+    key: item.key,
+    vendor,
+    dir,
+    octPath: join(dir, meta.octFile),
+    ...(meta.referenceFile === null ? {} : { referencePath: join(dir, meta.referenceFile) }),
+    format: meta.format,
+    files: item.files.map((file) => file.path),
+    scheme: meta.scheme,
+    meta: {
+      caseName: meta.caseName,
+      vendorFolder: meta.vendorFolder,
+      vendorSource: override === undefined ? "folder" : "override",
+      geometryChecked: false,
+      ...(meta.sidecar === null ? {} : { sidecar: meta.sidecar as Record<string, unknown> })
+    }
+  }
+}
+
+/** Checks element type and B-scan height against what the vendor's scanner produces. */
+export const checkVendorGeometry = (key: string, path: string, vendor: Vendor, volume: Volume): void => {
+  const expected = vendorGeometry[vendor]
+  const height = volume.dims[1]
+  if (!expected.dtypes.includes(volume.dtype) || !expected.heights.includes(height)) {
+    throw new CaseGeometryError({
+      item: key,
+      path,
+      vendor,
+      actual: `${volume.dtype}, ${height} voxels high`,
+      expected: `${expected.dtypes.join(" or ")}, ${expected.heights.join(" or ")} voxels high`
+    })
+  }
+}

@@ -1,0 +1,218 @@
+/**
+ * train (whole): fits the U-Net (optionally with the adversarial discriminator) on
+ * ROI-guided patches of the training cases of the split, validating every epoch on one
+ * fold of them. Writes the last and the best model (tfjs model.json + weights.bin) and
+ * the per-epoch history, and records every epoch's metrics in the database.
+ *
+ * TensorFlow.js loads lazily inside `run`, so planning a workflow stays fast. Checkpoints
+ * go to the run's scratch folder, which outlives a killed run, so a rerun resumes there.
+ */
+import { cp, readFile, writeFile } from "node:fs/promises"
+import { join } from "node:path"
+import { Effect, Schema } from "effect"
+import * as Stage from "../src/runtime/stage.ts"
+import { validationSplit } from "../src/split/split.ts"
+import { readMetaImage } from "../src/volume/metaimage.ts"
+import type { CaseInfo } from "./preprocess.ts"
+import { readSplitFile } from "./split.ts"
+import { plannedBackend } from "./support/backend.ts"
+import { attempt, attemptPromise } from "./support/effect.ts"
+import { MixedSchemeError } from "./support/errors.ts"
+
+const withDefault = <S extends Schema.Top & { readonly "~type.make.in": unknown }>(schema: S, value: S["Type"]) =>
+  schema.pipe(Schema.withDecodingDefaultKey(Effect.succeed(value as S["Encoded"])))
+
+const PositiveInt = Schema.Int.check(Schema.isGreaterThan(0))
+const Probability = Schema.Number.check(Schema.isBetween({ minimum: 0, maximum: 1 }))
+
+export const TrainParams = Schema.Struct({
+  /** Filters of the first encoder block; block i has baseFilters * 2^i. */
+  baseFilters: withDefault(PositiveInt, 8),
+  /** Encoder blocks, the bottleneck included. */
+  depth: withDefault(PositiveInt, 3),
+  /** Patch height and width in pixels (the model's input size). */
+  patchHeight: withDefault(PositiveInt, 128),
+  patchWidth: withDefault(PositiveInt, 64),
+  firstKernelSize: withDefault(PositiveInt, 7),
+  /** Spatial dropout rate of each decoder block, deepest first; depth - 1 values. */
+  dropoutRates: withDefault(Schema.Array(Probability), [0.25, 0.5]),
+  epochs: withDefault(PositiveInt, 6),
+  stepsPerEpoch: withDefault(PositiveInt, 40),
+  batchSize: withDefault(PositiveInt, 8),
+  /** Samples per forward/backward pass; 0 means the whole batch at once. */
+  microBatchSize: withDefault(Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)), 0),
+  /** Fixed validation batches drawn once from the validation cases. */
+  validationBatches: withDefault(PositiveInt, 4),
+  /** Fold of the split's training cases held out for validation. */
+  validationFold: withDefault(Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)), 0),
+  learningRate: withDefault(Schema.Number.check(Schema.isGreaterThan(0)), 2e-4),
+  beta1: withDefault(Probability, 0.5),
+  /** Trains with the adversarial discriminator when true. */
+  adversarial: withDefault(Schema.Boolean, false),
+  /** Patches per B-scan centred on the ROI's vertical middle of random columns. */
+  centredPerSlice: withDefault(PositiveInt, 12),
+  /** Extra patches at random ROI pixels, as a fraction of centredPerSlice. */
+  randomFraction: withDefault(Schema.Number.check(Schema.isGreaterThanOrEqualTo(0)), 0.2),
+  /** Probability that a patch without fluid is dropped. */
+  emptyDropProbability: withDefault(Probability, 0.75)
+})
+export type TrainParams = typeof TrainParams.Type
+
+const readInfo = async (path: string): Promise<CaseInfo> => JSON.parse(await readFile(path, "utf8")) as CaseInfo
+
+export const train = Stage.make({
+  name: "train",
+  module: import.meta.url,
+  params: TrainParams,
+  inputs: {
+    split: Stage.output("split", "split"),
+    info: Stage.outputMap("preprocess", "info"),
+    volumes: Stage.outputMap("preprocess", "volume"),
+    labels: Stage.outputMap("preprocess", "labels"),
+    rois: Stage.outputMap("roi", "mask")
+  },
+  outputs: {
+    model: Stage.directory(),
+    best: Stage.directory(),
+    history: Stage.file(".json")
+  },
+  environment: () => attempt(() => plannedBackend()),
+  run: (ctx) =>
+    Effect.gen(function* () {
+      const params = ctx.params
+      const splitFile = yield* attemptPromise(() => readSplitFile(ctx.inputs.split.path))
+      const { fit, validation } = validationSplit(
+        { test: splitFile.test, train: splitFile.train, folds: splitFile.folds },
+        params.validationFold
+      )
+      const infos = new Map<string, CaseInfo>()
+      for (const key of [...fit, ...validation]) {
+        infos.set(key, yield* attemptPromise(() => readInfo(ctx.inputs.info[key]!.path)))
+      }
+      const schemes = new Set([...infos.values()].map((info) => info.scheme))
+      if (schemes.size > 1) return yield* new MixedSchemeError({ schemes: [...schemes].sort() })
+      const scheme = [...schemes][0] ?? "binary"
+      const classCount = scheme === "retouch" ? 4 : 2
+
+      const loadCases = (keys: readonly string[]) =>
+        attemptPromise(() =>
+          Promise.all(
+            keys.map(async (key) => ({
+              id: key,
+              vendor: infos.get(key)!.vendor,
+              image: await readMetaImage(ctx.inputs.volumes[key]!.path),
+              roi: await readMetaImage(ctx.inputs.rois[key]!.path),
+              labels: await readMetaImage(ctx.inputs.labels[key]!.path)
+            }))
+          )
+        )
+      const fitCases = yield* loadCases(fit)
+      const validationCases = validation.length > 0 ? yield* loadCases(validation) : fitCases
+      if (validation.length === 0) {
+        ctx.log("warn", "no validation cases: validating on patches of the training cases", { fit: fit.length })
+      }
+
+      const { initBackend } = yield* attemptPromise(() => import("../src/ml/backend.ts"))
+      const backend = yield* attemptPromise(() => initBackend({ backend: ctx.environment.backend }))
+      ctx.log("info", "tfjs backend", { backend: backend.name, version: backend.version, threads: backend.threads })
+
+      const { outputSize, paperConfig } = yield* attemptPromise(() => import("../src/ml/unet.ts"))
+      const { makePatchSampler } = yield* attemptPromise(() => import("../src/ml/patches.ts"))
+      const trainer = yield* attemptPromise(() => import("../src/ml/trainer.ts"))
+      const modelConfig = {
+        ...paperConfig,
+        baseFilters: params.baseFilters,
+        depth: params.depth,
+        numClasses: classCount,
+        patchHeight: params.patchHeight,
+        patchWidth: params.patchWidth,
+        dropoutRates: params.dropoutRates,
+        firstKernelSize: params.firstKernelSize,
+        seed: ctx.seed
+      }
+      const output = yield* attempt(() => outputSize(modelConfig, params.patchHeight, params.patchWidth))
+      const samplerOptions = {
+        batchSize: params.batchSize,
+        classCount,
+        patchHeight: params.patchHeight,
+        patchWidth: params.patchWidth,
+        outputHeight: output.height,
+        outputWidth: output.width,
+        centredPerSlice: params.centredPerSlice,
+        randomFraction: params.randomFraction,
+        emptyDropProbability: params.emptyDropProbability
+      }
+      const sampler = yield* attempt(() => makePatchSampler(fitCases, { ...samplerOptions, seed: ctx.seed }))
+      const validationSampler = yield* attempt(() =>
+        makePatchSampler(validationCases, { ...samplerOptions, seed: (ctx.seed ^ 0x5bd1e995) >>> 0 })
+      )
+      const validationBatches = Array.from({ length: params.validationBatches }, () => validationSampler.nextBatch())
+
+      const config = {
+        model: modelConfig,
+        optimizer: { ...trainer.methodOptimizer, learningRate: params.learningRate, beta1: params.beta1 },
+        ...(params.adversarial ? { adversarial: trainer.methodAdversarial } : {}),
+        ...(params.microBatchSize > 0 ? { microBatchSize: params.microBatchSize } : {})
+      }
+      const totalSteps = params.epochs * params.stepsPerEpoch
+      const result = yield* attemptPromise(() =>
+        trainer.train(config, sampler, {
+          epochs: params.epochs,
+          stepsPerEpoch: params.stepsPerEpoch,
+          validation: validationBatches,
+          checkpointDir: join(ctx.scratchDir, "checkpoints"),
+          seed: ctx.seed,
+          onProgress: (progress) =>
+            ctx.progress(
+              (progress.epoch - 1) * params.stepsPerEpoch + progress.batchesDone,
+              totalSteps,
+              `epoch ${progress.epoch}/${params.epochs} loss ${progress.loss.toFixed(4)} ` +
+                `${progress.batchesPerSecond.toFixed(2)} batches/s`
+            ),
+          onEpoch: (metrics) =>
+            ctx.log("info", "epoch finished", {
+              epoch: metrics.epoch,
+              loss: metrics.loss,
+              valLoss: metrics.valLoss,
+              valFluidDice: metrics.valFluidDice,
+              seconds: metrics.seconds,
+              best: metrics.isBest
+            })
+        })
+      )
+      if (result.resumedFromEpoch > 0) ctx.log("info", "resumed from checkpoint", { epoch: result.resumedFromEpoch })
+
+      const { saveModel } = yield* attemptPromise(() => import("../src/ml/model-io.ts"))
+      yield* attemptPromise(() => saveModel(result.model, ctx.outputs.model))
+      yield* attemptPromise(() =>
+        cp(join(ctx.scratchDir, "checkpoints", "best", "model"), ctx.outputs.best, { recursive: true })
+      )
+      result.model.dispose()
+
+      const history = {
+        backend,
+        scheme,
+        classCount,
+        fit,
+        validation,
+        model: modelConfig,
+        outputSize: output,
+        bestEpoch: result.bestEpoch,
+        bestValLoss: result.bestValLoss,
+        epochs: result.history
+      }
+      yield* attemptPromise(() => writeFile(ctx.outputs.history, JSON.stringify(history, null, 2)))
+      ctx.emit(
+        "metrics",
+        result.history.flatMap((epoch) => [
+          { name: "loss", value: epoch.loss, epoch: epoch.epoch, split: "train" },
+          { name: "loss", value: epoch.valLoss, epoch: epoch.epoch, split: "validation" },
+          { name: "fluid_dice", value: epoch.valFluidDice, epoch: epoch.epoch, split: "validation" },
+          ...(epoch.discriminatorLoss === undefined
+            ? []
+            : [{ name: "discriminator_loss", value: epoch.discriminatorLoss, epoch: epoch.epoch, split: "train" }]),
+          { name: "seconds", value: epoch.seconds, epoch: epoch.epoch, split: "train" }
+        ])
+      )
+    })
+})
