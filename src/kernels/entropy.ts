@@ -43,7 +43,7 @@ export const diskHalfWidths = (radius: number): Int32Array => {
  * Tables of entropy terms `p * ln(p) / ln(2)` with `p = count / pop`, one per pop, built on
  * first use. A table is stored in `shared` while that cache has room for it, else here.
  */
-class EntropyTerms {
+export class EntropyTerms {
   private readonly tables: (Float64Array | undefined)[] = []
   private entries = 0
 
@@ -74,10 +74,10 @@ class EntropyTerms {
 // The tables depend only on pop and cost one correctly rounded log per entry, so they are
 // kept for the life of the process, up to 2^22 entries (32 MiB). Every pop of a disk of
 // radius 15 (at most 709 pixels) needs 252,404 entries.
-const processTerms = new EntropyTerms(1 << 22)
+export const processTerms = new EntropyTerms(1 << 22)
 
 /** Sum of `-terms[count]` over the occupied bins, in ascending bin order. */
-const sumOccupied = (counts: Int32Array, occupied: Int32Array, terms: Float64Array): number => {
+export const sumOccupied = (counts: Int32Array, occupied: Int32Array, terms: Float64Array): number => {
   let entropy = 0
   for (let word = 0; word < 8; word++) {
     let bits = occupied[word]
@@ -95,7 +95,7 @@ const sumOccupied = (counts: Int32Array, occupied: Int32Array, terms: Float64Arr
  * Summed-area table of nonzero pixels, (width + 1) x (height + 1): entry (x, y) counts the
  * nonzero pixels with column < x and row < y.
  */
-const countNonzero = (image: Uint8Array, width: number, height: number, table: Int32Array): Int32Array => {
+export const countNonzero = (image: Uint8Array, width: number, height: number, table: Int32Array): Int32Array => {
   const stride = width + 1
   table.fill(0, 0, stride)
   for (let y = 0; y < height; y++) {

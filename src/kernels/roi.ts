@@ -5,14 +5,15 @@
  * 1. `x = v / 128 - 1` in float32, then to uint8 as scikit-image 0.19.3 converts floats for
  *    rank filters: `clip(rint(x * 255), 0, 255)`, round half to even. Every v < 128 gives 0.
  * 2. Local entropy over a disk of `entropyRadius` (see entropy.ts), divided by
- *    (slice maximum + 1e-16).
+ *    (slice maximum + 1e-16), thresholded without computing every exact value (see
+ *    entropy-threshold.ts).
  * 3. Mask = normalised entropy > `threshold`, OR the slice's fluid (label > 0, except
  *    UNLABELLED = 255).
  * 4. Binary closing with a disk of `closingRadius` (see morphology.ts); it never removes a pixel.
  * 5. In every column, every pixel from the first to the last mask pixel is set.
  */
 import type { Volume } from "../volume/volume.ts"
-import { localEntropy } from "./entropy.ts"
+import { thresholdEntropy } from "./entropy-threshold.ts"
 import { checkGeometry, InvalidParameterError, InvalidShapeError } from "./errors.ts"
 import { closeDisk } from "./morphology.ts"
 import { ScratchArrays } from "./scratch.ts"
@@ -90,16 +91,13 @@ const computeRoi = (
 
   const rankInput = scratch.uint8("rank input", pixels.length)
   for (let i = 0; i < pixels.length; i++) rankInput[i] = rankInputLut[pixels[i]]
-  const entropy = localEntropy(rankInput, width, height, params.entropyRadius, scratch)
-
-  let maximum = -Infinity
-  for (let i = 0; i < entropy.length; i++) if (entropy[i] > maximum) maximum = entropy[i]
-  const divisor = maximum + 1e-16
   const mask = scratch.uint8("thresholded", pixels.length)
-  for (let i = 0; i < mask.length; i++) {
-    const label = fluid === undefined ? 0 : fluid[i]
-    const isFluid = label > 0 && label !== UNLABELLED
-    mask[i] = entropy[i] / divisor > params.threshold || isFluid ? 1 : 0
+  thresholdEntropy(rankInput, width, height, params.entropyRadius, params.threshold, mask, scratch)
+  if (fluid !== undefined) {
+    for (let i = 0; i < mask.length; i++) {
+      const label = fluid[i]
+      if (label > 0 && label !== UNLABELLED) mask[i] = 1
+    }
   }
 
   const closed = closeDisk(mask, width, height, params.closingRadius, out, scratch)
