@@ -73,6 +73,8 @@ export async function acquireLock(path: string, workspace: string, options: Lock
       continue
     }
     if (holder.host === hostname() && !isAlive(holder.pid)) {
+      // NOTE: two processes that read the same stale lock at once can both unlink it, and
+      // the slower one then removes the faster one's fresh lock. The window is one unlink.
       options.onTakeover?.(holder)
       await unlink(path).catch(() => undefined)
       continue
