@@ -45,5 +45,13 @@ export const workflow = Workflow.make({
       evaluate: { overlaySlices: 1, batchSize: 32 }
     }
   },
-  seed: 2018
+  seed: 2018,
+  outputs: {
+    metrics: "evaluate/metrics.json",
+    "label volumes": "evaluate/labels",
+    overlays: "evaluate/overlays",
+    model: "train/best",
+    "ROI masks": "roi/mask",
+    preprocessed: "preprocess/volume"
+  }
 })

@@ -4,7 +4,9 @@
  * results to stdout. Exit status: 0 success, 1 a stage failed, 2 invalid input or
  * workflow, 3 workspace in use (with --no-wait).
  */
+import { existsSync } from "node:fs"
 import { availableParallelism } from "node:os"
+import { join } from "node:path"
 // Deep imports: the package barrels load every module (HTTP, sockets...), which costs
 // seconds of start-up through the tsx loader.
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
@@ -84,6 +86,10 @@ const runFlags = {
   keepGoing: Flag.Boolean("keep-going").pipe(Flag.withDescription("After a failure, keep running independent stages"), Flag.withDefault(false)),
   dryRun: Flag.Boolean("dry-run").pipe(Flag.withDescription("Show what would run and why, and run nothing"), Flag.withDefault(false)),
   seed: Flag.Int("seed").pipe(Flag.withDescription("Workflow seed (default: the workflow's own)"), Flag.optional),
+  backend: Flag.String("backend").pipe(
+    Flag.withDescription("TensorFlow.js backend: tensorflow-gpu, tensorflow, wasm or cpu (default: the first that loads)"),
+    Flag.optional
+  ),
   noWait
 }
 
@@ -100,6 +106,9 @@ function parseForce(value: string | undefined): boolean | ReadonlyArray<string> 
 
 async function toRunOptions(flags: RunFlagValues, targets: ReadonlyArray<string>): Promise<RunOptions> {
   const force = Option.getOrUndefined(flags.force)
+  // Stages read the backend choice from the environment, in this process and in workers.
+  const backend = Option.getOrUndefined(flags.backend)
+  if (backend !== undefined) process.env.OCTFLOW_BACKEND = backend
   return {
     workflow: await loadWorkflow(flags.workflow),
     workspace: flags.workspace,
@@ -140,6 +149,17 @@ async function runCommand(flags: RunFlagValues, targets: ReadonlyArray<string>) 
   progress.finish()
   out(formatSummary(summary, Date.now() - started))
   if (summary.error !== undefined) throw summary.error
+  out(formatOutputs(options.workflow, options.workspace))
+}
+
+/** Lists where the workflow's named outputs and the database are, for the newest run. */
+function formatOutputs(workflow: RunOptions["workflow"], workspaceDir: string): string {
+  const lines = Object.entries(workflow.outputs ?? {})
+    .map(([label, stagePort]) => ({ label, path: join(workspaceDir, "latest", stagePort) }))
+    .filter(({ path }) => existsSync(path))
+    .map(({ label, path }) => `  ${label.padEnd(14)} ${path}`)
+  lines.push(`  ${"database".padEnd(14)} ${join(workspaceDir, "octflow.duckdb")}`)
+  return ["outputs:", ...lines].join("\n")
 }
 
 const full = Command.make("full", runFlags, (flags) => action(() => runCommand(flags, []))).pipe(

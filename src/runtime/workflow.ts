@@ -18,6 +18,8 @@ export interface WorkflowConfig {
   readonly profiles?: Readonly<Record<string, ParamsLayer>>
   /** Workflow seed; each stage and item derives its own seed from it. */
   readonly seed: number
+  /** Outputs the CLI lists after a run, as label -> "stage/port" under `<workspace>/latest`. */
+  readonly outputs?: Readonly<Record<string, string>>
 }
 
 export interface Workflow extends WorkflowConfig {
