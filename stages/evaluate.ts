@@ -7,7 +7,8 @@
  */
 import { readFile, writeFile } from "node:fs/promises"
 import { join } from "node:path"
-import { Effect, Schema } from "effect"
+import * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
 import * as Stage from "../src/runtime/stage.ts"
 import type { VolumeEvaluationInput } from "../src/eval/metrics.ts"
 import { readMetaImage } from "../src/volume/metaimage.ts"

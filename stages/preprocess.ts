@@ -6,7 +6,8 @@
  */
 import { writeFile } from "node:fs/promises"
 import { basename } from "node:path"
-import { Effect, Schema } from "effect"
+import * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
 import { histogram256 } from "../src/kernels/histogram.ts"
 import { preprocessVolume } from "../src/kernels/preprocess.ts"
 import { toUint8Volume } from "../src/kernels/intensity.ts"

@@ -3,7 +3,8 @@
  * the case's fluid labels and closed with a disk (see src/kernels/roi.ts). Writes a uint8
  * (0/1) MetaImage mask with the volume's spacing.
  */
-import { Effect, Schema } from "effect"
+import * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
 import { defaultRoiParams, roiVolume } from "../src/kernels/roi.ts"
 import * as Stage from "../src/runtime/stage.ts"
 import { attempt, attemptPromise } from "./support/effect.ts"

@@ -4,7 +4,8 @@
  * labelled B-scan can be neither trained on nor scored, so they are listed apart.
  */
 import { readFile, writeFile } from "node:fs/promises"
-import { Effect, Schema } from "effect"
+import * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
 import * as Stage from "../src/runtime/stage.ts"
 import { splitCases } from "../src/split/split.ts"
 import type { CaseInfo } from "./preprocess.ts"

@@ -9,7 +9,8 @@
  */
 import { cp, readFile, writeFile } from "node:fs/promises"
 import { join } from "node:path"
-import { Effect, Schema } from "effect"
+import * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
 import * as Stage from "../src/runtime/stage.ts"
 import { validationSplit } from "../src/split/split.ts"
 import { readMetaImage } from "../src/volume/metaimage.ts"

@@ -19,7 +19,7 @@
  * Only labelled B-scans are scored: a B-scan whose reference contains the value 255 is
  * left out of every measure.
  */
-import { Data } from "effect"
+import * as Data from "effect/Data"
 import { type LabelScheme, UNLABELLED } from "../volume/labels.ts"
 import type { Volume } from "../volume/volume.ts"
 

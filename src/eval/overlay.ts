@@ -9,7 +9,7 @@
  */
 import { mkdir, writeFile } from "node:fs/promises"
 import { join } from "node:path"
-import { Data } from "effect"
+import * as Data from "effect/Data"
 import { PNG } from "pngjs"
 import { type LabelScheme, UNLABELLED } from "../volume/labels.ts"
 import type { Volume } from "../volume/volume.ts"

@@ -8,7 +8,7 @@
  * RETOUCH reference given with a binary model is merged to fluid / background first.
  */
 import * as tf from "@tensorflow/tfjs-core"
-import { Data } from "effect"
+import * as Data from "effect/Data"
 import { loadModel } from "../ml/model-io.ts"
 import { type LabelScheme, toBinaryFluid } from "../volume/labels.ts"
 import type { Volume } from "../volume/volume.ts"

@@ -3,7 +3,7 @@
  * fields carry the offending value and what was expected, and the message is built from
  * them. The kernels do no I/O, so `argument` or `parameter` names the argument at fault.
  */
-import { Data } from "effect"
+import * as Data from "effect/Data"
 
 /** A volume's element type or values cannot be mapped to 8-bit intensities. */
 export class UnsupportedIntensityError extends Data.TaggedError("UnsupportedIntensityError")<{

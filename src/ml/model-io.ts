@@ -10,7 +10,7 @@ import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises"
 import { join } from "node:path"
 import * as tf from "@tensorflow/tfjs-core"
 import * as tfl from "@tensorflow/tfjs-layers"
-import { Data } from "effect"
+import * as Data from "effect/Data"
 
 /** A tensor with the name an optimizer or weight manifest gives it. */
 export interface NamedTensor {

@@ -21,7 +21,7 @@
  * A B-scan is labelled when none of its label voxels is 255; other B-scans are never
  * patch centres and never supply labels, but may still appear as the side channels.
  */
-import { Data } from "effect"
+import * as Data from "effect/Data"
 import { UNLABELLED } from "../volume/labels.ts"
 import type { Volume } from "../volume/volume.ts"
 import { type AugmentOptions, defaultAugmentOptions, drawAugmentation, offsetCoefficients } from "./augment.ts"

@@ -21,7 +21,7 @@ import { cp, mkdir, readFile, rm } from "node:fs/promises"
 import { join } from "node:path"
 import * as tf from "@tensorflow/tfjs-core"
 import type * as tfl from "@tensorflow/tfjs-layers"
-import { Data } from "effect"
+import * as Data from "effect/Data"
 import { buildDiscriminator, type DiscriminatorConfig, discriminatorPair, methodDiscriminator, weightDecayLoss } from "./discriminator.ts"
 import {
   type AdversarialWeights,

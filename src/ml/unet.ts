@@ -16,7 +16,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core"
 import * as tfl from "@tensorflow/tfjs-layers"
-import { Data } from "effect"
+import * as Data from "effect/Data"
 
 export interface UnetConfig {
   /** Filters of the first encoder block; block i has baseFilters * 2^i. */

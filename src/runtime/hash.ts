@@ -11,7 +11,7 @@ import { lstat, readdir, readlink, stat } from "node:fs/promises"
 import { availableParallelism } from "node:os"
 import { join, relative, sep } from "node:path"
 import { Worker } from "node:worker_threads"
-import { Data } from "effect"
+import * as Data from "effect/Data"
 import {
   describeFileKind,
   digestFile,

@@ -5,7 +5,7 @@
  * offending value, and builds its message from those fields, ending with what to do next.
  * Readers throw these from their promises, so Effect code can catch them by `_tag`.
  */
-import { Data } from "effect"
+import * as Data from "effect/Data"
 
 /** The file or folder does not exist or cannot be read. */
 export class VolumeFileNotFoundError extends Data.TaggedError("VolumeFileNotFoundError")<{

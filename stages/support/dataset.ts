@@ -5,7 +5,7 @@
  */
 import { join, resolve, sep } from "node:path"
 import { fileURLToPath } from "node:url"
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import type { Json, Source, SourceItemRef } from "../../src/runtime/stage.ts"
 import { type DatasetCase, discoverDataset, type Vendor, vendorGeometry, vendors } from "../../src/volume/dataset.ts"
 import type { Volume } from "../../src/volume/volume.ts"

@@ -2,7 +2,7 @@
  * Errors the RETOUCH stages raise for one item; each names the case, the value and the
  * param that fixes it.
  */
-import { Data } from "effect"
+import * as Data from "effect/Data"
 
 export class CaseVendorError extends Data.TaggedError("CaseVendorError")<{
   readonly item: string
