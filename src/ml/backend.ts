@@ -3,16 +3,17 @@
  *
  * Without a forced choice the order is tfjs-node-gpu, tfjs-node, wasm, cpu: the first two
  * are optional native packages that often fail to install, so any load error falls through
- * to the next. The wasm and cpu backends get this project's gradient kernels (src/ml/kernels),
- * and wasm loads its .wasm binaries from the installed package folder, so nothing is fetched.
+ * to the next. The wasm backend gets this project's data-movement and gradient kernels and
+ * cpu its gradient kernels (src/ml/kernels). wasm loads its .wasm binaries from the
+ * installed package folder, so nothing is fetched.
  */
 import { createRequire } from "node:module"
 import { dirname, join } from "node:path"
 import * as tf from "@tensorflow/tfjs-core"
 // tfjs-layers registers every op's gradient on import (tfjs-core's Node build does not).
 import "@tensorflow/tfjs-layers"
-import { Data } from "effect"
-import { registerCpuGradientKernels, registerWasmGradientKernels } from "./kernels/index.ts"
+import * as Data from "effect/Data"
+import { registerCpuGradientKernels, registerWasmKernels } from "./kernels/index.ts"
 
 export const backendNames = ["tensorflow-gpu", "tensorflow", "wasm", "cpu"] as const
 export type BackendName = (typeof backendNames)[number]
@@ -82,7 +83,7 @@ async function activateWasm(options: { readonly threads?: number }): Promise<Bac
   const distDir = join(dirname(require.resolve("@tensorflow/tfjs-backend-wasm/package.json")), "dist")
   wasm.setWasmPaths(distDir + "/")
   if (options.threads !== undefined) wasm.setThreadsCount(options.threads)
-  registerWasmGradientKernels()
+  registerWasmKernels()
   if (!(await tf.setBackend("wasm"))) throw new Error("tf.setBackend('wasm') returned false")
   await tf.ready()
   const simd = Boolean(await tf.env().getAsync("WASM_HAS_SIMD_SUPPORT"))

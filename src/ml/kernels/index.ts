@@ -1,16 +1,22 @@
 /**
- * Registers this project's gradient kernels. For wasm: tfjs-backend-wasm 4.22 has no
- * Conv2DBackpropFilter, its Conv2DBackpropInput is a slow direct loop, and its MaxPoolGrad
- * drops gradient entries. For cpu and wasm alike: ResizeNearestNeighborGrad, whose cpu
+ * Registers this project's kernels. Forward, for wasm: Slice, SplitV and Concat that copy
+ * inside the heap in long runs (tfjs-backend-wasm 4.22 copies one pixel's channels per
+ * call). Gradients, for wasm: tfjs-backend-wasm 4.22 has no Conv2DBackpropFilter, its
+ * Conv2DBackpropInput is a slow direct loop, and its MaxPoolGrad drops gradient entries. For cpu and wasm alike: ResizeNearestNeighborGrad, whose cpu
  * version is wrong for batches of more than one. For all backends: a FusedBatchNorm gradient
  * with fewer full-size temporaries. Registering again does nothing.
  */
 import * as tf from "@tensorflow/tfjs-core"
+import { concatConfig } from "./concat.ts"
 import { conv2dBackpropFilterConfig } from "./conv2d_backprop_filter.ts"
 import { conv2dBackpropInputConfig } from "./conv2d_backprop_input.ts"
 import { registerFusedBatchNormGradient } from "./fused_batch_norm_grad.ts"
 import { maxPoolGradConfig } from "./max_pool_grad.ts"
+import { rememberOriginalKernel } from "./original.ts"
 import { resizeNearestNeighborGradConfig, resizeNearestNeighborGradCpuConfig } from "./resize_nearest_neighbor_grad.ts"
+import { sliceConfig, splitVConfig } from "./slice.ts"
+
+export const wasmForwardKernels: ReadonlyArray<tf.KernelConfig> = [sliceConfig, splitVConfig, concatConfig]
 
 export const wasmGradientKernels: ReadonlyArray<tf.KernelConfig> = [
   conv2dBackpropFilterConfig,
@@ -21,7 +27,9 @@ export const wasmGradientKernels: ReadonlyArray<tf.KernelConfig> = [
 
 export const cpuGradientKernels: ReadonlyArray<tf.KernelConfig> = [resizeNearestNeighborGradCpuConfig]
 
-export function registerWasmGradientKernels(): void {
+/** Registers the forward and gradient kernels for wasm. */
+export function registerWasmKernels(): void {
+  registerAll(wasmForwardKernels)
   registerAll(wasmGradientKernels)
   registerFusedBatchNormGradient()
 }
@@ -35,8 +43,11 @@ function registerAll(configs: ReadonlyArray<tf.KernelConfig>): void {
   for (const config of configs) {
     const existing = tf.getKernel(config.kernelName, config.backendName)
     if (existing?.kernelFunc === config.kernelFunc) continue
-    // Replaces the package's own kernel where it has one.
-    if (existing !== undefined) tf.unregisterKernel(config.kernelName, config.backendName)
+    // Replaces the package's own kernel where it has one, keeping it for fallbacks.
+    if (existing !== undefined) {
+      rememberOriginalKernel(config.kernelName, config.backendName, existing.kernelFunc)
+      tf.unregisterKernel(config.kernelName, config.backendName)
+    }
     tf.registerKernel(config)
   }
 }
