@@ -20,16 +20,14 @@
  * A pixel whose disk holds one value has exact entropy 0 (the term of p = 1 is 0), so it is
  * marked as exact without any recomputation.
  */
-import { countNonzero, diskHalfWidths, EntropyTerms, processTerms, sumOccupied } from "./entropy.ts"
+import { diskHalfWidths, EntropyTerms, processTerms, sumOccupied } from "./entropy.ts"
 import { checkGeometry } from "./errors.ts"
 import { ScratchArrays } from "./scratch.ts"
 
 /** Fixed-point tables of `c * log2(c)` for the counts of one disk size. */
 interface ScaledTerms {
-  /** `increase[c]`: change of the scaled S when a count goes from c to c + 1. */
-  readonly increase: Float64Array
-  /** `decrease[c]`: change of the scaled S when a count goes from c to c - 1. */
-  readonly decrease: Float64Array
+  /** Change of the scaled S when a count goes from c to c + 1 (index 2 c + 1) or c - 1 (index 2 c). */
+  readonly steps: Float64Array
   /** Scaled S of a disk whose pop pixels all hold one value, `pop * log2(pop)`, per pop. */
   readonly singleValueSum: Float64Array
   /** `log2(pop)` per pop. */
@@ -49,11 +47,10 @@ const buildScaledTerms = (halfWidths: Int32Array): ScaledTerms => {
   const scale = 2 ** scaleBits
   const scaled = new Float64Array(maxPop + 2)
   for (let count = 2; count <= maxPop + 1; count++) scaled[count] = Math.round(count * Math.log2(count) * scale)
-  const increase = new Float64Array(maxPop + 1)
-  const decrease = new Float64Array(maxPop + 1)
+  const steps = new Float64Array(2 * maxPop + 2)
   for (let count = 0; count <= maxPop; count++) {
-    increase[count] = scaled[count + 1] - scaled[count]
-    if (count > 0) decrease[count] = scaled[count - 1] - scaled[count]
+    steps[2 * count + 1] = scaled[count + 1] - scaled[count]
+    if (count > 0) steps[2 * count] = scaled[count - 1] - scaled[count]
   }
   const log2Pop = new Float64Array(maxPop + 1)
   const inverseScaledPop = new Float64Array(maxPop + 1)
@@ -72,7 +69,7 @@ const buildScaledTerms = (halfWidths: Int32Array): ScaledTerms => {
   const roundingError = bins * 2 ** -46 * (Math.log2(maxPop) + 1)
   const errorBound = 4 * (tableError + roundingError) + 1e-12
   const singleValueSum = scaled.subarray(0, maxPop + 1)
-  return { singleValueSum, increase, decrease, log2Pop, inverseScaledPop, errorBound }
+  return { singleValueSum, steps, log2Pop, inverseScaledPop, errorBound }
 }
 
 /** Exact entropy at single pixels, bit for bit as `localEntropy` computes it. */
@@ -184,10 +181,12 @@ export const thresholdEntropy = (
  * Writes the estimate of every pixel into `estimate`, with `exactKnown` 1 where it is the
  * exact value (a single occupied bin, entropy 0) and 0 elsewhere. Returns the largest estimate.
  *
- * Bin 0 holds most pixels of a roi input (every intensity below 128 maps to 0), so its count
- * is not slid. The sweep keeps S over bins 1..255 and the number of nonzero pixels in the
- * disk, and adds bin 0's term `scaled(pop - nonzero)` per pixel. A step where 0 leaves and
- * enters then costs two loads and a compare.
+ * Most pixels of a roi input are 0 (every intensity below 128 maps to 0), so the sweep
+ * tracks only nonzero pixels. Moving the disk one step right along row y, the pixel at
+ * column px of disk row dy (half-width w) enters at x = px - w and leaves at x = px + w + 1.
+ * Per output row these events are bucketed by x (a counting sort), then applied in x order
+ * to the counts of bins 1..255, their scaled S and the nonzero count. Bin 0's count is
+ * `pop - nonzero`, with pop from the disk's geometry, and its term is added per pixel.
  */
 const estimateEntropy = (
   image: Uint8Array,
@@ -200,131 +199,98 @@ const estimateEntropy = (
   exactKnown: Uint8Array
 ): number => {
   const radius = (halfWidths.length - 1) >> 1
-  const { increase, decrease, singleValueSum, log2Pop, inverseScaledPop } = tables
-  const counts = scratch.int32("estimate counts", 256 + 2 * (2 * radius + 1))
+  const { singleValueSum, log2Pop, inverseScaledPop } = tables
+  const steps = tables.steps
+  const counts = scratch.int32("estimate counts", 256)
   counts.fill(0)
-  const rowStartCounts = scratch.int32("estimate row start counts", 256)
-  rowStartCounts.fill(0)
-  // Per disk row (index dy + radius): where the left edge pixel leaves and the right edge
-  // pixel enters, as offsets to which the step's x is added.
-  const leavingOffsets = scratch.int32("estimate leaving offsets", 2 * radius + 1)
-  const enteringOffsets = scratch.int32("estimate entering offsets", 2 * radius + 1)
-  const nonzeroBelow = countNonzero(image, width, height, scratch.int32("estimate nonzero table", (width + 1) * (height + 1)))
-  const firstInteriorX = radius + 1
-  const lastInteriorX = width - 1 - radius
 
-  // The disk at (0, y): counts of bins 1..255, their scaled S, the nonzero pixel count and
-  // the pop. It slides down from row to row and covers columns 0..radius only.
-  const rowStart = { sum: 0, nonzero: 0, pop: 0 }
-  const lastColumn = Math.min(radius, width - 1)
-  const addToRowStart = (value: number): void => {
-    rowStart.pop++
-    if (value === 0) return
-    const count = rowStartCounts[value]
-    rowStart.sum += increase[count]
-    rowStartCounts[value] = count + 1
-    rowStart.nonzero++
+  // The nonzero pixels of each image row: columns and values, rows [rowStarts[y], rowStarts[y + 1]).
+  const rowStarts = scratch.int32("nonzero row starts", height + 1)
+  const nonzeroColumns = scratch.int32("nonzero columns", image.length)
+  const nonzeroValues = scratch.uint8("nonzero values", image.length)
+  let next = 0
+  for (let y = 0; y < height; y++) {
+    rowStarts[y] = next
+    const row = y * width
+    for (let x = 0; x < width; x++) {
+      const value = image[row + x]
+      if (value !== 0) {
+        nonzeroColumns[next] = x
+        nonzeroValues[next] = value
+        next++
+      }
+    }
   }
-  const removeFromRowStart = (value: number): void => {
-    rowStart.pop--
-    if (value === 0) return
-    const count = rowStartCounts[value]
-    rowStart.sum += decrease[count]
-    rowStartCounts[value] = count - 1
-    rowStart.nonzero--
-  }
-  for (let dx = 0; dx <= lastColumn; dx++) {
-    const halfHeight = halfWidths[dx + radius]
-    for (let y = 0; y <= Math.min(halfHeight, height - 1); y++) addToRowStart(image[y * width + dx])
-  }
+  rowStarts[height] = next
+
+  // Events of one output row, bucketed by x. Each disk row has one pixel entering and one
+  // leaving per step, so bucket x needs at most 2 (2 radius + 1) slots, from x * slots. An
+  // event is `2 * value + 1` when the pixel enters and `2 * value` when it leaves.
+  const slots = 2 * (2 * radius + 1)
+  const bucketSizes = scratch.int32("event bucket sizes", width)
+  const events = scratch.uint16("events", slots * width)
+  // pop per x for the current range of disk rows inside the image, rebuilt when it changes.
+  const popAt = scratch.int32("pop per x", width)
+  let popFirstRow = -1
+  let popLastRow = -1
 
   let estimatedMaximum = 0
   for (let y = 0; y < height; y++) {
-    if (y > 0) {
-      for (let dx = 0; dx <= lastColumn; dx++) {
-        const halfHeight = halfWidths[dx + radius]
-        const leavingRow = y - 1 - halfHeight
-        if (leavingRow >= 0) removeFromRowStart(image[leavingRow * width + dx])
-        const enteringRow = y + halfHeight
-        if (enteringRow < height) addToRowStart(image[enteringRow * width + dx])
-      }
-    }
-    counts.set(rowStartCounts)
-    counts[0] = 0
-    let sum = rowStart.sum
-    let nonzero = rowStart.nonzero
-    let pop = rowStart.pop
     const firstRow = Math.max(-radius, -y) + radius
     const lastRow = Math.min(radius, height - 1 - y) + radius
-    for (let row = firstRow; row <= lastRow; row++) {
-      const start = (y + row - radius) * width
-      const halfWidth = halfWidths[row]
-      leavingOffsets[row] = start - 1 - halfWidth
-      enteringOffsets[row] = start + halfWidth
-    }
-    const top = (y + firstRow - radius) * (width + 1)
-    const bottom = (y + lastRow - radius + 1) * (width + 1)
-    const rowOffset = y * width
-
-    for (let x = 0; x < width; x++) {
-      if (x === 0) {
-        // The row start histogram is already in place.
-      } else if (x >= firstInteriorX && x <= lastInteriorX) {
-        // When every pixel of the columns the edges move through is zero, nothing changes.
-        const left = x - 1 - radius
-        const right = x + radius + 1
-        const nonzeroInColumns =
-          nonzeroBelow[bottom + right] - nonzeroBelow[bottom + left] - nonzeroBelow[top + right] + nonzeroBelow[top + left]
-        if (nonzeroInColumns !== 0) {
-          // Branch free, since mixed values make branches unpredictable. A zero pixel is
-          // counted in a dummy bin of its own disk row (256 + 2 row for leaving, + 1 for
-          // entering) whose count stays 0, and the table steps from count 0 are 0. When the
-          // same value leaves and enters, the two steps cancel exactly.
-          let leavingSum = 0
-          let enteringSum = 0
-          for (let row = firstRow; row <= lastRow; row++) {
-            const leaving = image[leavingOffsets[row] + x]
-            const leavingIsNonzero = (leaving + 255) >> 8
-            const leavingBin = leaving | ((leavingIsNonzero ^ 1) * (256 + 2 * row))
-            const leavingCount = counts[leavingBin]
-            counts[leavingBin] = leavingCount - leavingIsNonzero
-            leavingSum += decrease[leavingCount]
-            const entering = image[enteringOffsets[row] + x]
-            const enteringIsNonzero = (entering + 255) >> 8
-            const enteringBin = entering | ((enteringIsNonzero ^ 1) * (257 + 2 * row))
-            const enteringCount = counts[enteringBin]
-            counts[enteringBin] = enteringCount + enteringIsNonzero
-            enteringSum += increase[enteringCount]
-            nonzero += enteringIsNonzero - leavingIsNonzero
-          }
-          sum += leavingSum + enteringSum
-        }
-      } else {
-        // Near the left or right border only the edge pixels inside the image move.
+    if (firstRow !== popFirstRow || lastRow !== popLastRow) {
+      for (let x = 0; x < width; x++) {
+        let pop = 0
         for (let row = firstRow; row <= lastRow; row++) {
           const halfWidth = halfWidths[row]
-          if (x - 1 - halfWidth >= 0) {
-            pop--
-            const leaving = image[leavingOffsets[row] + x]
-            if (leaving !== 0) {
-              const count = counts[leaving]
-              sum += decrease[count]
-              counts[leaving] = count - 1
-              nonzero--
-            }
-          }
-          if (x + halfWidth < width) {
-            pop++
-            const entering = image[enteringOffsets[row] + x]
-            if (entering !== 0) {
-              const count = counts[entering]
-              sum += increase[count]
-              counts[entering] = count + 1
-              nonzero++
-            }
-          }
+          pop += Math.min(width - 1, x + halfWidth) - Math.max(0, x - halfWidth) + 1
         }
+        popAt[x] = pop
       }
+      popFirstRow = firstRow
+      popLastRow = lastRow
+    }
+
+    // Pixels already inside the disk at x = 0 go straight into the histogram, the rest
+    // into their buckets.
+    let sum = 0
+    let nonzero = 0
+    bucketSizes.fill(0)
+    for (let row = firstRow; row <= lastRow; row++) {
+      const halfWidth = halfWidths[row]
+      const imageRow = y + row - radius
+      for (let k = rowStarts[imageRow]; k < rowStarts[imageRow + 1]; k++) {
+        const column = nonzeroColumns[k]
+        const value = nonzeroValues[k]
+        const enterX = column - halfWidth
+        if (enterX <= 0) {
+          const count = counts[value]
+          sum += steps[2 * count + 1]
+          counts[value] = count + 1
+          nonzero++
+        } else {
+          events[enterX * slots + bucketSizes[enterX]++] = 2 * value + 1
+        }
+        const leaveX = column + halfWidth + 1
+        if (leaveX < width) events[leaveX * slots + bucketSizes[leaveX]++] = 2 * value
+      }
+    }
+
+    const rowOffset = y * width
+    for (let x = 0; x < width; x++) {
+      const end = x * slots + bucketSizes[x]
+      for (let k = x * slots; k < end; k++) {
+        // Branch free: steps[2 c + 1] is the change of S from count c to c + 1 and
+        // steps[2 c] from c to c - 1. The parity of the event picks the direction.
+        const code = events[k]
+        const bin = code >> 1
+        const entering = code & 1
+        const count = counts[bin]
+        sum += steps[2 * count + entering]
+        counts[bin] = count + 2 * entering - 1
+        nonzero += 2 * entering - 1
+      }
+      const pop = popAt[x]
       // Bin 0's term completes S. Both are exact integers below 2^52.
       const total = sum + singleValueSum[pop - nonzero]
       // S equals pop * log2(pop) only for a single value: with two or more, the true S is
@@ -339,6 +305,8 @@ const estimateEntropy = (
         if (value > estimatedMaximum) estimatedMaximum = value
       }
     }
+    // The next row starts from an empty histogram.
+    counts.fill(0)
   }
   return estimatedMaximum
 }

@@ -8,6 +8,7 @@ export class ScratchArrays {
   private readonly int32Arrays = new Map<string, Int32Array>()
   private readonly float64Arrays = new Map<string, Float64Array>()
   private readonly uint8Arrays = new Map<string, Uint8Array>()
+  private readonly uint16Arrays = new Map<string, Uint16Array>()
   private readonly objects = new Map<string, unknown>()
 
   /** Returns the object stored under `name`, creating it on first request. */
@@ -24,12 +25,16 @@ export class ScratchArrays {
     return take(this.float64Arrays, name, length, (size) => new Float64Array(size))
   }
 
+  uint16(name: string, length: number): Uint16Array {
+    return take(this.uint16Arrays, name, length, (size) => new Uint16Array(size))
+  }
+
   uint8(name: string, length: number): Uint8Array {
     return take(this.uint8Arrays, name, length, (size) => new Uint8Array(size))
   }
 }
 
-const take = <A extends Int32Array | Float64Array | Uint8Array>(
+const take = <A extends Int32Array | Float64Array | Uint16Array | Uint8Array>(
   arrays: Map<string, A>,
   name: string,
   length: number,
