@@ -192,6 +192,67 @@ export class ArtifactNotFound extends Data.TaggedError("ArtifactNotFound")<{ rea
   }
 }
 
+/** A stage reads a run-time artifact that the run options do not name. */
+export class ArtifactNotGiven extends Data.TaggedError("ArtifactNotGiven")<{
+  readonly stage: string
+  readonly input: string
+  readonly name: string
+  readonly given: ReadonlyArray<string>
+}> {
+  override get message() {
+    return `Stage "${this.stage}" input "${this.input}" reads artifact "${this.name}", but the run options name ` +
+      `no such artifact (given: ${this.given.join(", ") || "(none)"}). Pass artifacts: { ${this.name}: "<hash>" }.`
+  }
+}
+
+/** A run-time artifact hash is not a full lower-case SHA-256 hex digest. */
+export class ArtifactHashInvalid extends Data.TaggedError("ArtifactHashInvalid")<{
+  readonly name: string
+  readonly hash: string
+}> {
+  override get message() {
+    return `Artifact "${this.name}" is given as ${JSON.stringify(this.hash)}, which is not a full SHA-256 hash ` +
+      "(64 lower-case hex digits). Resolve prefixes and paths to the full hash first."
+  }
+}
+
+/** No stored output of any execution has the hash given for a run-time artifact. */
+export class ArtifactNotRecorded extends Data.TaggedError("ArtifactNotRecorded")<{
+  readonly name: string
+  readonly hash: string
+  readonly workspace: string
+}> {
+  override get message() {
+    return `Artifact "${this.name}" (${this.hash}) is not a stage output recorded in workspace ${this.workspace}. ` +
+      "Pick one from the artifacts command, or pass the workspace that produced it."
+  }
+}
+
+/** A run-time artifact exists but was produced by a stage and port the input does not accept. */
+export class ArtifactWrongProducer extends Data.TaggedError("ArtifactWrongProducer")<{
+  readonly name: string
+  readonly hash: string
+  readonly actual: ReadonlyArray<string>
+  readonly expected: ReadonlyArray<string>
+}> {
+  override get message() {
+    return `Artifact "${this.name}" (${this.hash.slice(0, 12)}) is output ${this.actual.join(", ")}, but this input ` +
+      `accepts only ${this.expected.join(" or ")}. Pass an artifact of one of those.`
+  }
+}
+
+/** A run-time artifact is recorded, but its object is gone from the store (removed by gc) or damaged. */
+export class ArtifactObjectMissing extends Data.TaggedError("ArtifactObjectMissing")<{
+  readonly name: string
+  readonly hash: string
+  readonly path: string
+}> {
+  override get message() {
+    return `Artifact "${this.name}" (${this.hash.slice(0, 12)}) is recorded, but ${this.path} is missing or has the ` +
+      "wrong size (gc removes objects of old runs). Rerun the run that produced it, or pin runs you want to keep."
+  }
+}
+
 /** A stage run failed inside its worker; carries the stage error's tag and message. */
 export class StageRunFailed extends Data.TaggedError("StageRunFailed")<{
   readonly stage: string

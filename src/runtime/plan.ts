@@ -6,12 +6,14 @@
 import { join } from "node:path"
 import * as Effect from "effect/Effect"
 import { codeIdentity, type CodeIdentity } from "./codehash.ts"
-import { InvalidStage } from "./errors.ts"
+import {
+  ArtifactHashInvalid, ArtifactNotGiven, ArtifactNotRecorded, ArtifactObjectMissing, ArtifactWrongProducer, InvalidStage
+} from "./errors.ts"
 import { describeSourceItem, type FingerprintMaterial } from "./fingerprint.ts"
 import { resolveParams, type ParamsRequest, type ResolvedParams } from "./params.ts"
 import type { WorkspaceSession } from "./session.ts"
 import { discoverSource, hashSourceFiles, type HashedSource } from "./sources.ts"
-import type { ArtifactRef, Json, SourceItemRef, Stage } from "./stage.ts"
+import type { ArtifactInput, ArtifactRef, Json, SourceItemRef, Stage } from "./stage.ts"
 import { objectSize, type Layout, type StoredObject } from "./store.ts"
 import { buildDag, selectStages, type Dag, type DagNode, type Workflow } from "./workflow.ts"
 
@@ -21,6 +23,18 @@ export interface PlanRequest extends ParamsRequest {
   readonly dataDir?: string
   readonly targets?: ReadonlyArray<string>
   readonly seed?: number
+  /** Stored artifacts that `Stage.artifact(name)` inputs read: name -> full SHA-256 hash. */
+  readonly artifacts?: Readonly<Record<string, string>>
+}
+
+/** A run-time artifact as the plan resolved it: one stored object and every output it was recorded as. */
+export interface PlannedArtifact {
+  readonly name: string
+  readonly object: StoredObject
+  /** Item of the first recorded output with this hash, null for a whole-stage output. */
+  readonly item: string | null
+  /** "stage.port" of every recorded output with this hash. */
+  readonly producers: ReadonlyArray<string>
 }
 
 /** Everything known before any task runs: DAG, params, sources, code and environment. */
@@ -32,6 +46,7 @@ export interface Plan {
   readonly code: ReadonlyMap<string, CodeIdentity>
   readonly environment: ReadonlyMap<string, Readonly<Record<string, string>>>
   readonly seed: number
+  readonly artifacts: ReadonlyMap<string, PlannedArtifact>
 }
 
 export interface PlanTask {
@@ -75,6 +90,8 @@ export async function buildPlan(
     sources.set(name, await hashSourceFiles(session.db, name, items, { writeCache }))
   }
 
+  const artifacts = await planArtifacts(dag, selected, options.artifacts ?? {}, session)
+
   const code = new Map<string, CodeIdentity>()
   const environment = new Map<string, Readonly<Record<string, string>>>()
   for (const name of selected) {
@@ -82,7 +99,64 @@ export async function buildPlan(
     code.set(name, codeIdentity(stage.module))
     environment.set(name, stage.environment === undefined ? {} : await Effect.runPromise(stage.environment()))
   }
-  return { dag, selected, params, sources, code, environment, seed: options.seed ?? options.workflow.seed }
+  return { dag, selected, params, sources, code, environment, seed: options.seed ?? options.workflow.seed, artifacts }
+}
+
+/**
+ * Resolve every `Stage.artifact` input of the selected stages from `hashes` (name -> hash)
+ * and check it: a full hash, recorded as a stage output, from an accepted producer, with its
+ * object intact in the store. Source files are not accepted, since the store does not hold them.
+ */
+async function planArtifacts(
+  dag: Dag,
+  selected: ReadonlyArray<string>,
+  hashes: Readonly<Record<string, string>>,
+  session: WorkspaceSession
+): Promise<Map<string, PlannedArtifact>> {
+  const artifacts = new Map<string, PlannedArtifact>()
+  for (const stageName of selected) {
+    for (const [input, spec] of Object.entries(dag.nodes.get(stageName)!.stage.inputs)) {
+      if (spec.kind !== "artifact") continue
+      const hash = hashes[spec.name]
+      if (hash === undefined) {
+        throw new ArtifactNotGiven({ stage: stageName, input, name: spec.name, given: Object.keys(hashes) })
+      }
+      const planned = artifacts.get(spec.name) ?? (await findArtifact(spec.name, hash, session))
+      checkProducer(spec, planned)
+      artifacts.set(spec.name, planned)
+    }
+  }
+  return artifacts
+}
+
+async function findArtifact(name: string, hash: string, session: WorkspaceSession): Promise<PlannedArtifact> {
+  if (!/^[0-9a-f]{64}$/.test(hash)) throw new ArtifactHashInvalid({ name, hash })
+  const rows = await session.db.all<{
+    kind: "file" | "directory"; ext: string; path: string; size: bigint; stage: string; port: string; item: string | null
+  }>(
+    `SELECT kind, ext, path, size, stage, port, item FROM artifacts
+     WHERE hash = $1 AND kind <> 'source' ORDER BY execution_id`,
+    [hash]
+  )
+  const first = rows[0]
+  if (first === undefined) throw new ArtifactNotRecorded({ name, hash, workspace: session.ws.root })
+  const object: StoredObject = { hash, kind: first.kind, ext: first.ext, path: first.path, size: Number(first.size) }
+  if (objectSize(session.ws, object.path, object.kind) !== object.size) {
+    throw new ArtifactObjectMissing({ name, hash, path: join(session.ws.root, object.path) })
+  }
+  const producers = [...new Set(rows.map((row) => `${row.stage}.${row.port}`))]
+  return { name, object, item: first.item, producers }
+}
+
+function checkProducer(spec: ArtifactInput, planned: PlannedArtifact): void {
+  if (spec.producedBy === undefined) return
+  if (planned.producers.some((producer) => spec.producedBy!.includes(producer))) return
+  throw new ArtifactWrongProducer({
+    name: spec.name,
+    hash: planned.object.hash,
+    actual: planned.producers,
+    expected: spec.producedBy
+  })
 }
 
 /** Create one task per item of a per-item stage and one per whole stage, with deps from the declared inputs. */
@@ -165,6 +239,12 @@ export function resolveInputs(
       values[name] = ref
       material[name] = describeSourceItem(ref)
       addSource(name, ref)
+    } else if (spec.kind === "artifact") {
+      const planned = plan.artifacts.get(spec.name)!
+      const ref: ArtifactRef = { item: planned.item, path: join(ws.root, planned.object.path), hash: planned.object.hash }
+      values[name] = ref
+      material[name] = ref.hash
+      lineage.push({ input: name, item: ref.item, hash: ref.hash })
     } else if (spec.kind === "output") {
       const upstream = plan.dag.nodes.get(spec.stage)!
       const ref = artifact(spec.stage, upstream.itemSource === null ? null : task.item, spec.port)

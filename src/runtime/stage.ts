@@ -39,7 +39,10 @@ export interface SourceItemRef {
   readonly meta: Json
 }
 
-/** An upstream output as a stage receives it. `item` is null for a whole-stage output. */
+/**
+ * An upstream output or a run-time artifact as a stage receives it. `item` is null for a
+ * whole-stage output.
+ */
 export interface ArtifactRef {
   readonly item: string | null
   readonly path: string
@@ -76,7 +79,18 @@ export interface OutputMapInput {
   readonly port: string
 }
 
-export type InputSpec = SourceInput | SourcePickInput | OutputInput | OutputMapInput
+/**
+ * Input that reads one stored artifact chosen when the run starts, not produced in this
+ * run: the runner looks `name` up in `RunOptions.artifacts` (name -> content hash). When
+ * `producedBy` is given, the artifact must be an output of one of those "stage.port"s.
+ */
+export interface ArtifactInput {
+  readonly kind: "artifact"
+  readonly name: string
+  readonly producedBy?: ReadonlyArray<string>
+}
+
+export type InputSpec = SourceInput | SourcePickInput | OutputInput | OutputMapInput | ArtifactInput
 
 /** An output port: one file with an extension such as ".mha", or one directory. */
 export interface OutputSpec {
@@ -96,6 +110,14 @@ export const output = (stage: string, port: string): OutputInput => ({ kind: "ou
 
 export const outputMap = (stage: string, port: string): OutputMapInput => ({ kind: "outputMap", stage, port })
 
+/** Declare an input that reads a stored artifact chosen at run time, from one of the `producedBy` "stage.port"s. */
+export const artifact = (name: string, options: { readonly producedBy?: ReadonlyArray<string> } = {}): ArtifactInput => {
+  if (!/^[A-Za-z][A-Za-z0-9_-]*$/.test(name)) {
+    throw new TypeError(`Artifact input name ${JSON.stringify(name)} must be a plain identifier`)
+  }
+  return options.producedBy === undefined ? { kind: "artifact", name } : { kind: "artifact", name, producedBy: options.producedBy }
+}
+
 /** A file output port; `ext` must start with a dot, for example ".mha". */
 export const file = (ext: string): OutputSpec => {
   if (!/^\.[A-Za-z0-9._-]+$/.test(ext)) {
@@ -113,6 +135,7 @@ export type ResolvedInput<S extends InputSpec, PerItem extends boolean> = S exte
   : S extends SourcePickInput ? SourceItemRef
   : S extends OutputInput ? ArtifactRef
   : S extends OutputMapInput ? Readonly<Record<string, ArtifactRef>>
+  : S extends ArtifactInput ? ArtifactRef
   : never
 
 /**

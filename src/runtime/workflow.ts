@@ -43,10 +43,11 @@ export interface Dag {
   readonly order: ReadonlyArray<string>
 }
 
-const inputTarget = (spec: InputSpec): string =>
-  spec.kind === "source" || spec.kind === "sourcePick"
-    ? `source "${spec.source}"`
-    : `output "${spec.port}" of stage "${spec.stage}"`
+const inputTarget = (spec: InputSpec): string => {
+  if (spec.kind === "source" || spec.kind === "sourcePick") return `source "${spec.source}"`
+  if (spec.kind === "artifact") return `artifact "${spec.name}"`
+  return `output "${spec.port}" of stage "${spec.stage}"`
+}
 
 /** Build and check the DAG of a workflow. Throws a tagged error for every load-time fault. */
 export function buildDag(workflow: Workflow): Dag {
@@ -100,6 +101,8 @@ function checkInput(
   inputName: string,
   spec: InputSpec
 ): void {
+  // The run options name the artifact, so the plan checks it, not the DAG.
+  if (spec.kind === "artifact") return
   if (spec.kind === "source" || spec.kind === "sourcePick") {
     if (workflow.sources[spec.source] === undefined) {
       throw new MissingProducer({
@@ -216,6 +219,7 @@ export function downstreamOf(dag: Dag, name: string): ReadonlySet<string> {
 export function toMermaid(dag: Dag): string {
   const lines = ["flowchart TD"]
   for (const source of Object.keys(dag.workflow.sources)) lines.push(`  src_${source}[(${source})]`)
+  for (const name of artifactNames(dag)) lines.push(`  art_${name}[/${name}/]`)
   for (const name of dag.order) {
     const node = dag.nodes.get(name)!
     lines.push(node.itemSource === null ? `  ${name}[${name}]` : `  ${name}[[${name} per ${node.itemSource}]]`)
@@ -228,14 +232,24 @@ export function toMermaid(dag: Dag): string {
 export function toDot(dag: Dag): string {
   const lines = [`digraph "${dag.workflow.name}" {`, "  rankdir=TB;"]
   for (const source of Object.keys(dag.workflow.sources)) lines.push(`  "src:${source}" [shape=cylinder,label="${source}"];`)
+  for (const name of artifactNames(dag)) lines.push(`  "art:${name}" [shape=parallelogram,label="${name}"];`)
   for (const name of dag.order) {
     const node = dag.nodes.get(name)!
     const shape = node.itemSource === null ? "box" : "box3d"
     lines.push(`  "${name}" [shape=${shape}];`)
   }
-  for (const [from, to] of edges(dag)) lines.push(`  "${from.replace("src_", "src:")}" -> "${to}";`)
+  for (const [from, to] of edges(dag)) lines.push(`  "${from.replace(/^(src|art)_/, "$1:")}" -> "${to}";`)
   lines.push("}")
   return lines.join("\n") + "\n"
+}
+
+/** Names of the run-time artifacts that the stages read, in first-use order. */
+function artifactNames(dag: Dag): Array<string> {
+  const names = new Set<string>()
+  for (const name of dag.order) {
+    for (const spec of Object.values(dag.nodes.get(name)!.stage.inputs)) if (spec.kind === "artifact") names.add(spec.name)
+  }
+  return [...names]
 }
 
 function edges(dag: Dag): Array<[string, string]> {
@@ -243,9 +257,12 @@ function edges(dag: Dag): Array<[string, string]> {
   for (const name of dag.order) {
     const node = dag.nodes.get(name)!
     const sources = new Set<string>()
+    const artifacts = new Set<string>()
     for (const spec of Object.values(node.stage.inputs)) {
       if (spec.kind === "source" || spec.kind === "sourcePick") sources.add(spec.source)
+      if (spec.kind === "artifact") artifacts.add(spec.name)
     }
+    for (const artifact of artifacts) result.push([`art_${artifact}`, name])
     if (node.stage.forEach !== undefined && dag.workflow.sources[node.stage.forEach] !== undefined) {
       sources.add(node.stage.forEach)
     }
