@@ -65,6 +65,14 @@ export interface CaseInfo {
   readonly fluidSlices: number
   readonly histogramMatched: boolean
   readonly zMedian: boolean
+  /**
+   * 256 bin counts of the Spectralis reference volume's 8-bit intensities that this case was
+   * matched to; null for a Spectralis case, which is not matched. Prediction on a new Cirrus
+   * or Topcon scan matches it to the same histogram.
+   */
+  readonly referenceHistogram: ReadonlyArray<number> | null
+  /** The `zMedianVendors` param this case was preprocessed with. */
+  readonly zMedianVendors: ReadonlyArray<Vendor>
 }
 
 const imageNames = async (octPath: string, format: string, key: string, slices: number): Promise<string[]> => {
@@ -139,7 +147,9 @@ export const preprocess = Stage.make({
         labelledSlices: summaries.filter((slice) => slice.labelled).length,
         fluidSlices: summaries.filter((slice) => slice.hasFluid).length,
         histogramMatched: matched,
-        zMedian: matched && ctx.params.zMedianVendors.includes(vendor)
+        zMedian: matched && ctx.params.zMedianVendors.includes(vendor),
+        referenceHistogram: referenceHistogram === null ? null : Array.from(referenceHistogram),
+        zMedianVendors: ctx.params.zMedianVendors
       }
       yield* attemptPromise(() => writeFile(ctx.outputs.info, JSON.stringify(info, null, 2)))
 
