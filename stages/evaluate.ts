@@ -17,6 +17,7 @@ import type { CaseInfo } from "./preprocess.ts"
 import { readSplitFile } from "./split.ts"
 import { plannedBackend } from "./support/backend.ts"
 import { attempt, attemptPromise } from "./support/effect.ts"
+import { caseFileName, loadTiledPredictor, TileParams } from "./support/inference.ts"
 
 export const EvaluateParams = Schema.Struct({
   /** Model of the train stage to evaluate: the best by validation loss, or the last. */
@@ -34,28 +35,10 @@ export const EvaluateParams = Schema.Struct({
   ),
   /** Explicit B-scan indices to draw, in place of the most-fluid choice, when not empty. */
   overlayZ: Schema.Array(Schema.Int).pipe(Schema.withDecodingDefaultKey(Effect.succeed<ReadonlyArray<number>>([]))),
-  /** Tiles per inference call. */
-  batchSize: Schema.Int.check(Schema.isGreaterThan(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(2))),
-  /**
-   * Input size in pixels of the inference tiles. The trained weights are loaded into a
-   * network built for this size (rounded to the nearest size the U-Net accepts), because
-   * a few large tiles waste far less of the valid convolutions' margin than patch-sized ones.
-   */
-  tileHeight: Schema.Int.check(Schema.isGreaterThan(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(512))),
-  tileWidth: Schema.Int.check(Schema.isGreaterThan(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(512)))
+  ...TileParams
 })
 
-/**
- * Rounds a requested tile side to the nearest size the U-Net built for `patch` accepts:
- * the patch size plus a multiple of 2^(depth - 1), never below the patch size.
- */
-export const snapTileSize = (requested: number, patch: number, depth: number): number => {
-  const step = 2 ** (depth - 1)
-  return patch + step * Math.max(0, Math.round((requested - patch) / step))
-}
-
-/** File-name form of a case key: "Spectralis/TRAIN025" -> "Spectralis_TRAIN025". */
-export const caseFileName = (key: string): string => key.replace(/[^A-Za-z0-9._-]+/g, "_")
+export { caseFileName, snapTileSize } from "./support/inference.ts"
 
 export const evaluate = Stage.make({
   name: "evaluate",
@@ -80,25 +63,16 @@ export const evaluate = Stage.make({
     Effect.gen(function* () {
       const params = ctx.params
       const splitFile = yield* attemptPromise(() => readSplitFile(ctx.inputs.split.path))
-      const { initBackend } = yield* attemptPromise(() => import("../src/ml/backend.ts"))
-      const backend = yield* attemptPromise(() => initBackend({ backend: ctx.environment.backend }))
-      ctx.log("info", "tfjs backend", { backend: backend.name, version: backend.version })
-      const { loadModel } = yield* attemptPromise(() => import("../src/ml/model-io.ts"))
-      const { predictorFromModel } = yield* attemptPromise(() => import("../src/eval/infer.ts"))
+      const { predictor, backend, dispose } = yield* loadTiledPredictor({
+        modelDir: params.model === "best" ? ctx.inputs.best.path : ctx.inputs.last.path,
+        historyPath: ctx.inputs.history.path,
+        backendName: ctx.environment.backend,
+        tileHeight: params.tileHeight,
+        tileWidth: params.tileWidth,
+        log: ctx.log
+      })
       const { predictVolume } = yield* attemptPromise(() => import("../src/eval/predict.ts"))
       const { evaluateVolumes, metricsTables } = yield* attemptPromise(() => import("../src/eval/metrics.ts"))
-      const modelDir = params.model === "best" ? ctx.inputs.best.path : ctx.inputs.last.path
-      const { buildUnetForInput } = yield* attemptPromise(() => import("../src/ml/unet.ts"))
-      const history = JSON.parse(yield* attemptPromise(() => readFile(ctx.inputs.history.path, "utf8"))) as {
-        readonly model: import("../src/ml/unet.ts").UnetConfig
-      }
-      const trained = yield* attemptPromise(() => loadModel(modelDir))
-      const tileHeight = snapTileSize(params.tileHeight, history.model.patchHeight, history.model.depth)
-      const tileWidth = snapTileSize(params.tileWidth, history.model.patchWidth, history.model.depth)
-      const model = yield* attempt(() => buildUnetForInput(history.model, trained, tileHeight, tileWidth))
-      trained.dispose()
-      ctx.log("info", "inference tiles", { height: tileHeight, width: tileWidth })
-      const predictor = yield* attempt(() => predictorFromModel(model))
 
       const evaluations: VolumeEvaluationInput[] = []
       let scheme: "retouch" | "binary" = "binary"
@@ -144,7 +118,7 @@ export const evaluate = Stage.make({
         })
         ctx.log("info", "case evaluated", { case: key, slices: info.dims[2] })
       }
-      model.dispose()
+      dispose()
 
       const references =
         scheme === "binary"
