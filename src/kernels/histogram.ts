@@ -23,9 +23,23 @@ export const histogram256 = (volume: Volume<Uint8Array> | Uint8Array): Float64Ar
   if (data.length > 0xffffffff) {
     throw new InvalidParameterError({ parameter: "volume", expected: "fewer than 2^32 voxels", actual: String(data.length) })
   }
-  const counts = new Uint32Array(BIN_COUNT)
-  for (let i = 0; i < data.length; i++) counts[data[i]]++
-  return Float64Array.from(counts)
+  // Four interleaved tables, so runs of equal values do not serialise on one counter's
+  // read-modify-write. Each holds at most a quarter of the voxels.
+  const counts = new Uint32Array(4 * BIN_COUNT)
+  const quads = data.length - (data.length % 4)
+  for (let i = 0; i < quads; i += 4) {
+    counts[data[i] << 2]++
+    counts[(data[i + 1] << 2) | 1]++
+    counts[(data[i + 2] << 2) | 2]++
+    counts[(data[i + 3] << 2) | 3]++
+  }
+  for (let i = quads; i < data.length; i++) counts[data[i] << 2]++
+  const total = new Float64Array(BIN_COUNT)
+  for (let value = 0; value < BIN_COUNT; value++) {
+    const base = value << 2
+    total[value] = counts[base] + counts[base + 1] + counts[base + 2] + counts[base + 3]
+  }
+  return total
 }
 
 const checkHistogram = (name: string, histogram: ArrayLike<number>): number => {

@@ -87,6 +87,14 @@ export const median3x3 = (
   const lows = new Uint8Array(width)
   const middles = new Uint8Array(width)
   const highs = new Uint8Array(width)
+  const clampedMedian = (x: number): number => {
+    const left = x > 0 ? x - 1 : 0
+    const right = x < width - 1 ? x + 1 : width - 1
+    const maxOfLows = max3(lows[left], lows[x], lows[right])
+    const medianOfMiddles = median3(middles[left], middles[x], middles[right])
+    const minOfHighs = min3(highs[left], highs[x], highs[right])
+    return median3(maxOfLows, medianOfMiddles, minOfHighs)
+  }
   for (let y = 0; y < height; y++) {
     // Border rows: the row above the first and below the last are replicas of those rows.
     const above = Math.max(y - 1, 0) * width
@@ -100,14 +108,21 @@ export const median3x3 = (
       middles[x] = max2(smaller, min2(larger, c))
       highs[x] = max2(larger, c)
     }
-    for (let x = 0; x < width; x++) {
-      // Border columns are replicated the same way.
-      const left = x > 0 ? x - 1 : 0
-      const right = x < width - 1 ? x + 1 : width - 1
-      const maxOfLows = max3(lows[left], lows[x], lows[right])
-      const medianOfMiddles = median3(middles[left], middles[x], middles[right])
-      const minOfHighs = min3(highs[left], highs[x], highs[right])
-      output[row + x] = outputLut[median3(maxOfLows, medianOfMiddles, minOfHighs)]
+    // Interior pixels in pairs (x, x + 1): both windows contain columns x and x + 1, so
+    // the max of their lows and the min of their highs are computed once for the pair.
+    let x = 1
+    for (; x + 2 < width; x += 2) {
+      const sharedLow = max2(lows[x], lows[x + 1])
+      const sharedHigh = min2(highs[x], highs[x + 1])
+      const firstMedian = median3(max2(lows[x - 1], sharedLow), median3(middles[x - 1], middles[x], middles[x + 1]), min2(highs[x - 1], sharedHigh))
+      const secondMedian = median3(max2(sharedLow, lows[x + 2]), median3(middles[x], middles[x + 1], middles[x + 2]), min2(sharedHigh, highs[x + 2]))
+      output[row + x] = outputLut[firstMedian]
+      output[row + x + 1] = outputLut[secondMedian]
     }
+    // The first and last columns (border columns are replicated as border rows are), and
+    // the interior column left over when the interior count is odd.
+    output[row] = outputLut[clampedMedian(0)]
+    if (x < width - 1) output[row + x] = outputLut[clampedMedian(x)]
+    if (width > 1) output[row + width - 1] = outputLut[clampedMedian(width - 1)]
   }
 }
