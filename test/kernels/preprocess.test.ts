@@ -54,6 +54,16 @@ describe("toUint8", () => {
     expect(mismatches).toBe(0)
   })
 
+  it.each([
+    ["odd length", 0, 7],
+    ["unaligned start", 1, 8]
+  ])("scales uint16 with %s", (_, offset, length) => {
+    const values = Uint16Array.of(0, 255, 256, 1000, 32768, 40000, 65280, 65535, 12345)
+    const data = values.subarray(offset, offset + length)
+    const expected = [...data].map((v) => Math.floor(Math.fround(Math.fround(v / 65536) * 255)))
+    expect([...toUint8(data, "uint16")]).toEqual(expected)
+  })
+
   it("keeps uint8", () => {
     expect([...toUint8(Uint8Array.of(0, 17, 255), "uint8")]).toEqual([0, 17, 255])
   })
