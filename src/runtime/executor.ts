@@ -42,6 +42,8 @@ export interface RunOptions extends PlanRequest {
   readonly noWait?: boolean
   readonly argv?: ReadonlyArray<string>
   readonly reporter?: (event: RunEvent) => void
+  /** Point `<workspace>/latest` at this run (default true); side runs such as predict keep the study's. */
+  readonly updateLatest?: boolean
 }
 
 export type TaskAction = "ran" | "cached" | "failed" | "blocked"
@@ -132,7 +134,7 @@ async function execute(options: RunOptions, session: WorkspaceSession, report: (
   await linkRun(session.ws, runId, plan, tasks, (task) => {
     const outcome = outcomes.get(task.key)!
     return outcome.action === "ran" || outcome.action === "cached" ? outcome.outputs : null
-  })
+  }, { updateLatest: options.updateLatest ?? true })
   return summary
 }
 

@@ -16,11 +16,12 @@ const safeName = (item: string) => item.replace(/[/\\]/g, "_")
 
 /**
  * Link `runs/<run-id>/<stage>` to a view folder `views/<hash>/<port>[/<item>]` whose entries
- * link to the objects, and point `latest` at the run. A view is named by the hash of its
+ * link to the objects, and point `latest` at the run unless `updateLatest` is false. A view is named by the hash of its
  * entries, so a rerun with unchanged outputs reuses it and costs one link per stage.
  */
 export async function linkRun(
-  ws: Layout, runId: string, plan: Plan, tasks: ReadonlyMap<string, PlanTask>, outputsOf: (task: PlanTask) => TaskOutputs
+  ws: Layout, runId: string, plan: Plan, tasks: ReadonlyMap<string, PlanTask>, outputsOf: (task: PlanTask) => TaskOutputs,
+  options: { readonly updateLatest: boolean } = { updateLatest: true }
 ) {
   const runDir = join(ws.runs, runId)
   await mkdir(runDir, { recursive: true })
@@ -40,6 +41,7 @@ export async function linkRun(
     await symlink(relative(runDir, view), join(runDir, stage))
   }
 
+  if (!options.updateLatest) return
   const latest = join(ws.root, "latest")
   const temporary = join(ws.root, `.latest-${runId}`)
   await symlink(relative(ws.root, runDir), temporary)
