@@ -1,12 +1,12 @@
 /**
  * Command-line interface: `npm run workflow -- <command>`. Commands: full, run, explain,
- * status, runs, dag, lineage, query, artifacts, gc and pin. Progress and logs go to stderr,
+ * predict, status, runs, dag, lineage, query, artifacts, gc and pin. Progress and logs go to stderr,
  * results to stdout. Exit status: 0 success, 1 a stage failed, 2 invalid input or
  * workflow, 3 workspace in use (with --no-wait).
  */
 import { existsSync } from "node:fs"
 import { availableParallelism } from "node:os"
-import { join } from "node:path"
+import { dirname, join } from "node:path"
 // Deep imports: the package barrels load every module (HTTP, sockets...), which costs
 // seconds of start-up through the tsx loader.
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
@@ -21,6 +21,7 @@ import { explainWorkflow } from "../runtime/explain.ts"
 import { runWorkflow, type RunOptions } from "../runtime/executor.ts"
 import { collectGarbage, lineage, listArtifacts, listRuns, pinRun, query, workspaceStatus } from "../runtime/inspect.ts"
 import { buildDag, toDot, toMermaid } from "../runtime/workflow.ts"
+import { predictScan, type PredictOutputs } from "./predict.ts"
 import { formatSummary, ProgressReporter } from "./progress.ts"
 import { defaultWorkflow, loadWorkflow, workflowNames } from "./registry.ts"
 
@@ -178,6 +179,70 @@ const explain = Command.make(
   ({ stages, json: asJson, ...flags }) => action(async () => explainCommand(await toRunOptions(flags, []), stages, asJson))
 ).pipe(Command.withDescription("For every stage and item: would it run or be skipped, and why"))
 
+/** Lists where the prediction's files are, and how to trace them to the model. */
+function formatPrediction(result: PredictOutputs, workspaceDir: string): string {
+  const source = result.model.runId === null ? "" : ` of run ${result.model.runId}`
+  const lines = [
+    `prediction for ${result.key} (${result.vendor}) with train.${result.model.port} ${result.model.model.slice(0, 12)}${source}:`,
+    `  ${"label volume".padEnd(14)} ${result.labels}`,
+    `  ${"NIfTI labels".padEnd(14)} ${result.labelsNifti}`,
+    `  ${"overlays".padEnd(14)} ${result.overlays.length === 0 ? "(none)" : result.overlays.join("\n" + " ".repeat(17))}`,
+    result.hasReference
+      ? `  ${"metrics".padEnd(14)} ${result.metrics}`
+      : `  ${"volumes".padEnd(14)} ${result.metrics} (the scan has no reference, so no Dice)`,
+    `  ${"database".padEnd(14)} ${join(workspaceDir, "octflow.duckdb")}`
+  ]
+  if (result.copies.length > 0) lines.push(`copied ${result.copies.length} files to ${dirname(result.copies[0]!)}`)
+  lines.push(`lineage: npm run workflow -- lineage --upstream --workspace ${workspaceDir} ${result.labels}`)
+  return lines.join("\n")
+}
+
+const predict = Command.make("predict", {
+  workspace,
+  noWait,
+  volume: Argument.String("volume").pipe(
+    Argument.withDescription("Scan to segment: a .mhd, .mha, .nii or .nii.gz file, a case folder, or a B-scan folder with octflow.json")
+  ),
+  model: Flag.String("model").pipe(
+    Flag.withDescription(
+      "Model: a run id (its train.best), a train model hash or prefix, or a path such as <workspace>/latest/train/best " +
+        "(default: train.best of the newest successful run)"
+    ),
+    Flag.optional
+  ),
+  vendor: Flag.String("vendor").pipe(
+    Flag.withDescription("Cirrus, Spectralis or Topcon (default: the sidecar's vendor, else the parent folder's name)"),
+    Flag.optional
+  ),
+  out: Flag.String("out").pipe(Flag.withDescription("Folder to copy the label volumes, overlays and metrics to"), Flag.optional),
+  backend: runFlags.backend,
+  profile: Flag.String("profile").pipe(Flag.withDescription("Params profile of the predict workflow: cpu (default), paper or ci"), Flag.optional),
+  skipGeometryCheck: Flag.Boolean("skip-geometry-check").pipe(
+    Flag.withDescription("Preprocess a scan whose element type or B-scan height does not fit its vendor"),
+    Flag.withDefault(false)
+  )
+}, (flags) => action(async () => {
+  // Stages read the backend choice from the environment, in this process and in workers.
+  const backend = Option.getOrUndefined(flags.backend)
+  if (backend !== undefined) process.env.OCTFLOW_BACKEND = backend
+  const progress = new ProgressReporter()
+  const started = Date.now()
+  const result = await predictScan({
+    volume: flags.volume,
+    workspace: flags.workspace,
+    model: Option.getOrUndefined(flags.model),
+    vendor: Option.getOrUndefined(flags.vendor),
+    out: Option.getOrUndefined(flags.out),
+    profile: Option.getOrUndefined(flags.profile),
+    skipGeometryCheck: flags.skipGeometryCheck,
+    noWait: flags.noWait,
+    argv: process.argv.slice(2),
+    reporter: progress.report
+  }).finally(() => progress.finish())
+  out(formatSummary(result.summary, Date.now() - started))
+  out(formatPrediction(result, flags.workspace))
+})).pipe(Command.withDescription("Segment a new scan with a trained model and record its lineage"))
+
 const status = Command.make("status", { workspace, json }, (flags) => action(async () => {
   const result = await workspaceStatus(flags.workspace)
   if (flags.json) return out(JSON.stringify(result, null, 2))
@@ -267,7 +332,7 @@ const pin = Command.make("pin", {
 
 const root = Command.make("workflow").pipe(
   Command.withDescription("Run and inspect octflow workflows"),
-  Command.withSubcommands([full, run, explain, status, runs, dag, lineageCommand, queryCommand, artifacts, gc, pin])
+  Command.withSubcommands([full, run, explain, predict, status, runs, dag, lineageCommand, queryCommand, artifacts, gc, pin])
 )
 
 root.pipe(

@@ -1,0 +1,327 @@
+/**
+ * `workflow predict <volume>`: segments one new scan with a model trained in the workspace.
+ *
+ * The model reference is resolved against the workspace database: by default the `best`
+ * model of the train stage of the newest successful run; else a run id (that run's `best`),
+ * or an artifact hash, hash prefix or path that must be a train model output. Through the
+ * train execution's lineage the command also finds the model's history file and a
+ * preprocess info of its training cases, which carries the Spectralis reference histogram.
+ * All three go to the predict workflow as run-time artifacts, so the outputs' lineage
+ * reaches the model and the training data.
+ */
+import { existsSync } from "node:fs"
+import { chmod, copyFile, mkdir, readdir, readFile, realpath, rm } from "node:fs/promises"
+import { basename, join, relative, resolve, sep } from "node:path"
+import { Data } from "effect"
+import { runWorkflow, type RunEvent, type RunSummary } from "../runtime/executor.ts"
+import { taskKey } from "../runtime/plan.ts"
+import { openForRead, type WorkspaceSession } from "../runtime/session.ts"
+import type { StoredObject } from "../runtime/store.ts"
+import { workflow as predictWorkflow } from "../../workflows/predict.ts"
+import { describeScan, resolveScanVendor, type ScanMeta } from "../../stages/predict-scan.ts"
+
+/** No run, artifact or path in the workspace matches the --model reference. */
+export class ModelNotFoundError extends Data.TaggedError("ModelNotFoundError")<{
+  readonly ref: string
+  readonly workspace: string
+  readonly reason: string
+}> {
+  override get message(): string {
+    return (
+      `--model ${JSON.stringify(this.ref)}: ${this.reason} in workspace ${this.workspace}; pass a run id ` +
+      "(from `workflow runs`), a train model hash or prefix (from `workflow artifacts --stage train`), or a path " +
+      "such as <workspace>/latest/train/best"
+    )
+  }
+}
+
+/** The --model reference names a recorded artifact that is not a train model. */
+export class ModelRefNotModelError extends Data.TaggedError("ModelRefNotModelError")<{
+  readonly ref: string
+  readonly hash: string
+  readonly actual: string
+}> {
+  override get message(): string {
+    return (
+      `--model ${JSON.stringify(this.ref)} is ${this.actual} (${this.hash.slice(0, 12)}), not a model of the train ` +
+      "stage; pass train.best or train.model, for example <workspace>/latest/train/best or its run id"
+    )
+  }
+}
+
+/** The workspace has no successful run with a train stage to take the default model from. */
+export class NoTrainedModelError extends Data.TaggedError("NoTrainedModelError")<{ readonly workspace: string }> {
+  override get message(): string {
+    return (
+      `workspace ${this.workspace} has no successful run with a train stage; train a model with ` +
+      "`npm run workflow -- full --workspace <dir>` first, or pass --model and --workspace of a trained run"
+    )
+  }
+}
+
+/** The train execution of the model lacks a record that prediction needs. */
+export class TrainingRecordError extends Data.TaggedError("TrainingRecordError")<{
+  readonly model: string
+  readonly executionId: number
+  readonly missing: string
+}> {
+  override get message(): string {
+    return (
+      `model ${this.model.slice(0, 12)} (train execution ${this.executionId}) has no recorded ${this.missing}; ` +
+      "retrain it with `workflow full` in this workspace"
+    )
+  }
+}
+
+/** The model and the training records that prediction reads, as run-time artifacts. */
+export interface ResolvedModel {
+  readonly model: string
+  readonly port: string
+  readonly executionId: number
+  /** The run the model was taken from, when the reference named a run or was the default. */
+  readonly runId: string | null
+  readonly history: string
+  readonly preprocessInfo: string
+}
+
+interface ArtifactRow {
+  readonly hash: string
+  readonly kind: string
+  readonly stage: string | null
+  readonly port: string | null
+  readonly item: string | null
+  readonly path: string
+  readonly execution_id: bigint | null
+}
+
+/** Returns the train model named by `ref` (default: the newest successful run's `best`). */
+export async function resolveModel(workspace: string, ref: string | undefined): Promise<ResolvedModel> {
+  const session = await openForRead(workspace)
+  try {
+    const { hash, runId } = await modelHashOf(session, ref)
+    return await trainingRecordsOf(session, ref ?? hash, hash, runId)
+  } finally {
+    await session.close()
+  }
+}
+
+async function modelHashOf(session: WorkspaceSession, ref: string | undefined): Promise<{ hash: string; runId: string | null }> {
+  const trainBest = `SELECT a.hash, r.id AS run_id FROM runs r
+     JOIN run_tasks t ON t.run_id = r.id AND t.stage = 'train'
+     JOIN artifacts a ON a.execution_id = t.execution_id AND a.stage = 'train' AND a.port = 'best'`
+  if (ref === undefined) {
+    const rows = await session.db.all<{ hash: string; run_id: string }>(
+      `${trainBest} WHERE r.status = 'ok' ORDER BY r.started DESC, r.id DESC LIMIT 1`
+    )
+    if (rows[0] === undefined) throw new NoTrainedModelError({ workspace: session.ws.root })
+    return { hash: rows[0].hash, runId: rows[0].run_id }
+  }
+
+  const runs = await session.db.all<{ id: string }>("SELECT id FROM runs WHERE id = $1", [ref])
+  if (runs.length > 0) {
+    const rows = await session.db.all<{ hash: string; run_id: string }>(`${trainBest} WHERE r.id = $1 LIMIT 1`, [ref])
+    if (rows[0] === undefined) {
+      throw new ModelNotFoundError({ ref, workspace: session.ws.root, reason: "this run has no finished train stage" })
+    }
+    return { hash: rows[0].hash, runId: ref }
+  }
+  return { hash: await artifactHashOf(session, ref), runId: null }
+}
+
+/** Resolves a path (followed through the run links) or a hash prefix to one recorded hash. */
+async function artifactHashOf(session: WorkspaceSession, ref: string): Promise<string> {
+  const notFound = (reason: string) => new ModelNotFoundError({ ref, workspace: session.ws.root, reason })
+  if (ref.includes("/") || ref.includes(sep) || existsSync(ref)) {
+    if (!existsSync(ref)) throw notFound("no such run id, and no file or folder at this path")
+    const target = await realpath(resolve(ref))
+    const inStore = relative(session.ws.root, target).split(sep).join("/")
+    const rows = await session.db.all<{ hash: string }>("SELECT hash FROM artifacts WHERE path = $1 LIMIT 1", [inStore])
+    if (rows[0] !== undefined) return rows[0].hash
+    const isModelFolder = existsSync(join(target, "model.json"))
+    throw notFound(
+      isModelFolder
+        ? "this model folder is not an object of the workspace store, so its training cannot be traced"
+        : "this path is not an object of the workspace store"
+    )
+  }
+  if (!/^[0-9a-f]{4,64}$/.test(ref)) throw notFound("no run has this id, and it is not a hash (4 to 64 hex digits)")
+  const rows = await session.db.all<{ hash: string }>(
+    "SELECT DISTINCT hash FROM artifacts WHERE hash LIKE $1 || '%' ORDER BY hash LIMIT 2",
+    [ref]
+  )
+  if (rows.length === 0) throw notFound("no run id or recorded artifact hash matches")
+  if (rows.length > 1) throw notFound(`the prefix matches several artifacts (${rows.map((r) => r.hash.slice(0, 12)).join(", ")}...)`)
+  return rows[0]!.hash
+}
+
+const describeArtifact = (row: ArtifactRow): string => {
+  if (row.kind === "source") return `the source file ${row.path} of item ${row.item ?? "(none)"}`
+  return `output ${row.stage}.${row.port}${row.item === null ? "" : ` of item ${row.item}`}`
+}
+
+async function trainingRecordsOf(session: WorkspaceSession, ref: string, hash: string, runId: string | null): Promise<ResolvedModel> {
+  const rows = await session.db.all<ArtifactRow>(
+    "SELECT hash, kind, stage, port, item, path, execution_id FROM artifacts WHERE hash = $1 ORDER BY execution_id DESC",
+    [hash]
+  )
+  // The best and the last model have the same hash when the last epoch was the best.
+  const trainRows = rows.filter((row) => row.stage === "train" && row.kind !== "source")
+  const model = trainRows.find((row) => row.port === "best") ?? trainRows.find((row) => row.port === "model")
+  if (model === undefined || model.execution_id === null) {
+    throw new ModelRefNotModelError({ ref, hash, actual: rows[0] === undefined ? "not recorded" : describeArtifact(rows[0]) })
+  }
+  const executionId = Number(model.execution_id)
+
+  const history = await session.db.all<{ hash: string }>(
+    "SELECT hash FROM artifacts WHERE execution_id = $1 AND port = 'history'",
+    [executionId]
+  )
+  if (history[0] === undefined) throw new TrainingRecordError({ model: hash, executionId, missing: "history output" })
+
+  const infos = await session.db.all<{ hash: string; path: string; item: string | null }>(
+    `SELECT DISTINCT l.hash, a.path, l.item FROM lineage l
+     JOIN artifacts a ON a.hash = l.hash AND a.stage = 'preprocess' AND a.port = 'info'
+     WHERE l.execution_id = $1 AND l.input = 'info' ORDER BY l.item, l.hash`,
+    [executionId]
+  )
+  if (infos.length === 0) throw new TrainingRecordError({ model: hash, executionId, missing: "preprocess info input" })
+  return {
+    model: hash,
+    port: model.port!,
+    executionId,
+    runId,
+    history: history[0].hash,
+    preprocessInfo: await pickMatchingInfo(session, infos)
+  }
+}
+
+/**
+ * Picks the first preprocess info (by case key) that records a reference histogram: every
+ * matched case of one run carries the same one. When none does (no Cirrus or Topcon case,
+ * or info written before the field existed), any info serves a Spectralis scan, and the
+ * prepare stage explains what is missing for the other vendors.
+ */
+async function pickMatchingInfo(
+  session: WorkspaceSession,
+  infos: ReadonlyArray<{ hash: string; path: string }>
+): Promise<string> {
+  for (const info of infos) {
+    const path = join(session.ws.root, info.path)
+    if (!existsSync(path)) continue
+    const parsed = JSON.parse(await readFile(path, "utf8")) as { referenceHistogram?: unknown }
+    if (Array.isArray(parsed.referenceHistogram)) return info.hash
+  }
+  return infos[0]!.hash
+}
+
+export interface PredictRequest {
+  readonly volume: string
+  readonly workspace: string
+  readonly model?: string
+  readonly vendor?: string
+  readonly out?: string
+  readonly profile?: string
+  readonly skipGeometryCheck?: boolean
+  readonly noWait?: boolean
+  readonly argv?: ReadonlyArray<string>
+  readonly reporter?: (event: RunEvent) => void
+}
+
+/** Files of one prediction: paths under `runs/<run id>/`, plus copies under `--out`. */
+export interface PredictOutputs {
+  readonly key: string
+  readonly vendor: string
+  readonly model: ResolvedModel
+  readonly summary: RunSummary
+  readonly labels: string
+  readonly labelsNifti: string
+  readonly overlays: ReadonlyArray<string>
+  readonly metrics: string
+  readonly hasReference: boolean
+  readonly copies: ReadonlyArray<string>
+}
+
+/**
+ * Runs the predict workflow on one scan. Rejects with a tagged error for a bad scan, vendor
+ * or model reference before anything runs, and with the run's `RunFailed` when a stage fails.
+ */
+export async function predictScan(request: PredictRequest): Promise<PredictOutputs> {
+  const item = await describeScan(request.volume)
+  const meta = item.meta as unknown as ScanMeta
+  const { vendor } = resolveScanVendor(resolve(request.volume), meta, request.vendor ?? "auto")
+  const model = await resolveModel(request.workspace, request.model)
+
+  const overrides: Array<string> = []
+  if (request.vendor !== undefined) overrides.push(`prepare.vendor=${JSON.stringify(request.vendor)}`)
+  if (request.skipGeometryCheck === true) overrides.push("prepare.strictGeometry=false")
+  const summary = await runWorkflow({
+    workflow: predictWorkflow,
+    workspace: request.workspace,
+    dataDir: resolve(request.volume),
+    profile: request.profile,
+    overrides,
+    artifacts: { model: model.model, history: model.history, preprocessInfo: model.preprocessInfo },
+    jobs: 1,
+    noWait: request.noWait,
+    argv: request.argv,
+    reporter: request.reporter,
+    updateLatest: false
+  })
+  if (summary.error !== undefined) throw summary.error
+
+  const outputs = outputsOf(summary, item.key)
+  const root = resolve(request.workspace)
+  // The run's view (runs/<run id>/predict/<port>/<scan><ext>) names files by port and scan,
+  // and it links to the read-only object in the store.
+  const viewPath = (port: string) => {
+    const view = join(root, "runs", summary.runId, "predict", port, `${item.key.replace(/[/\\]/g, "_")}${outputs[port]!.ext}`)
+    return existsSync(view) ? view : join(root, outputs[port]!.path)
+  }
+  const overlayDir = viewPath("overlays")
+  const overlays = (await readdir(overlayDir)).sort().map((name) => join(overlayDir, name))
+  const metrics = viewPath("metrics")
+  const hasReference = (JSON.parse(await readFile(metrics, "utf8")) as { evaluation: unknown }).evaluation !== null
+  const result = {
+    key: item.key,
+    vendor,
+    model,
+    summary,
+    labels: viewPath("labels"),
+    labelsNifti: viewPath("labelsNifti"),
+    overlays,
+    metrics,
+    hasReference
+  }
+  const copies = request.out === undefined ? [] : await copyOutputs(result, request.out)
+  return { ...result, copies }
+}
+
+function outputsOf(summary: RunSummary, key: string): Readonly<Record<string, StoredObject>> {
+  const outcome = summary.outcomes.get(taskKey("predict", key))
+  if (outcome === undefined || (outcome.action !== "ran" && outcome.action !== "cached")) {
+    throw new Error(`internal: the predict task of ${key} did not finish although the run succeeded`)
+  }
+  return outcome.outputs
+}
+
+/** Copies the label volumes, metrics and overlays to `dir` as writable files named after the scan. */
+async function copyOutputs(
+  result: Pick<PredictOutputs, "key" | "labels" | "labelsNifti" | "overlays" | "metrics">,
+  dir: string
+): Promise<Array<string>> {
+  await mkdir(dir, { recursive: true })
+  const name = result.key.replace(/[^A-Za-z0-9._-]+/g, "_")
+  const pairs: Array<[string, string]> = [
+    [result.labels, join(dir, `${name}.mha`)],
+    [result.labelsNifti, join(dir, `${name}.nii.gz`)],
+    [result.metrics, join(dir, `${name}_metrics.json`)],
+    ...result.overlays.map((path): [string, string] => [path, join(dir, basename(path))])
+  ]
+  for (const [from, to] of pairs) {
+    // Store objects are read-only and copies keep the mode, so an earlier copy must go first.
+    await rm(to, { force: true })
+    await copyFile(from, to)
+    await chmod(to, 0o644)
+  }
+  return pairs.map(([, to]) => to)
+}
