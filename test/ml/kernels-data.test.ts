@@ -263,3 +263,69 @@ describe("wasm SplitV", () => {
     expect(await right!.data()).toEqual(["b", "d"])
   })
 })
+
+describe("wasm Identity", () => {
+  beforeAll(async () => {
+    await initBackend({ backend: "wasm" })
+  })
+
+  it("clone shares memory", async () => {
+    await tf.setBackend("wasm")
+    const x = tf.tensor2d([1, 2, 3, 4], [2, 2])
+    const copy = tf.clone(x)
+    expect(copy.dataId).toBe(x.dataId)
+    expect(tf.backend().refCount(x.dataId)).toBe(2)
+    tf.dispose([x, copy])
+  })
+
+  it("clone outlives its source", async () => {
+    await tf.setBackend("wasm")
+    const x = tf.tensor2d([1, 2, 3, 4], [2, 2])
+    const copy = tf.clone(x)
+    x.dispose()
+    expect(Array.from(await copy.data())).toEqual([1, 2, 3, 4])
+    copy.dispose()
+    expect(tf.backend().refCount(x.dataId)).toBe(0)
+  })
+
+  it("string tensors use the package kernel", async () => {
+    await tf.setBackend("wasm")
+    const x = tf.tensor1d(["a", "b"])
+    const copy = tf.clone(x)
+    expect(await copy.data()).toEqual(["a", "b"])
+    tf.dispose([x, copy])
+  })
+})
+
+describe("Mean gradient", () => {
+  beforeAll(async () => {
+    await initBackend({ backend: "cpu" })
+    await initBackend({ backend: "wasm" })
+  })
+
+  for (const backend of ["cpu", "wasm"]) {
+    it(`row means on ${backend}`, async () => {
+      await tf.setBackend(backend)
+      const x = tf.tensor2d([1, 2, 3, 4, 5, 6], [2, 3])
+      const weights = tf.tensor1d([3, 6])
+      // d/dx of sum(w * mean(x, 1)) is w[row] / 3 for every element of the row.
+      const dx = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(tf.mean(a, 1), weights)))(x)
+      expect(dx.shape).toEqual([2, 3])
+      expect(Array.from(await dx.data())).toEqual([1, 1, 1, 2, 2, 2])
+      tf.dispose([x, weights, dx])
+    })
+
+    it(`moments axes on ${backend}`, async () => {
+      await tf.setBackend(backend)
+      const shape = [2, 3, 2, 2]
+      const x = tf.tensor(valuesFor(sizeOf(shape), "float32", 31), shape)
+      const weights = tf.tensor1d([0.5, -2])
+      // Mean over axes 0 to 2 averages 12 elements per channel.
+      const dx = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(tf.mean(a, [0, 1, 2]), weights)))(x)
+      const values = Array.from(await dx.data())
+      expect(values.filter((_, i) => i % 2 === 0).every((v) => v === Math.fround(0.5 / 12))).toBe(true)
+      expect(values.filter((_, i) => i % 2 === 1).every((v) => v === Math.fround(-2 / 12))).toBe(true)
+      tf.dispose([x, weights, dx])
+    })
+  }
+})

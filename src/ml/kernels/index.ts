@@ -1,22 +1,25 @@
 /**
  * Registers this project's kernels. Forward, for wasm: Slice, SplitV and Concat that copy
  * inside the heap in long runs (tfjs-backend-wasm 4.22 copies one pixel's channels per
- * call). Gradients, for wasm: tfjs-backend-wasm 4.22 has no Conv2DBackpropFilter, its
+ * call), and an Identity that shares memory instead of copying. Gradients, for wasm: tfjs-backend-wasm 4.22 has no Conv2DBackpropFilter, its
  * Conv2DBackpropInput is a slow direct loop, and its MaxPoolGrad drops gradient entries. For cpu and wasm alike: ResizeNearestNeighborGrad, whose cpu
  * version is wrong for batches of more than one. For all backends: a FusedBatchNorm gradient
- * with fewer full-size temporaries. Registering again does nothing.
+ * with fewer full-size temporaries, and a Mean gradient without a full-size array of ones.
+ * Registering again does nothing.
  */
 import * as tf from "@tensorflow/tfjs-core"
 import { concatConfig } from "./concat.ts"
 import { conv2dBackpropFilterConfig } from "./conv2d_backprop_filter.ts"
 import { conv2dBackpropInputConfig } from "./conv2d_backprop_input.ts"
 import { registerFusedBatchNormGradient } from "./fused_batch_norm_grad.ts"
+import { identityConfig } from "./identity.ts"
 import { maxPoolGradConfig } from "./max_pool_grad.ts"
+import { registerMeanGradient } from "./mean_grad.ts"
 import { rememberOriginalKernel } from "./original.ts"
 import { resizeNearestNeighborGradConfig, resizeNearestNeighborGradCpuConfig } from "./resize_nearest_neighbor_grad.ts"
 import { sliceConfig, splitVConfig } from "./slice.ts"
 
-export const wasmForwardKernels: ReadonlyArray<tf.KernelConfig> = [sliceConfig, splitVConfig, concatConfig]
+export const wasmForwardKernels: ReadonlyArray<tf.KernelConfig> = [sliceConfig, splitVConfig, concatConfig, identityConfig]
 
 export const wasmGradientKernels: ReadonlyArray<tf.KernelConfig> = [
   conv2dBackpropFilterConfig,
@@ -32,11 +35,13 @@ export function registerWasmKernels(): void {
   registerAll(wasmForwardKernels)
   registerAll(wasmGradientKernels)
   registerFusedBatchNormGradient()
+  registerMeanGradient()
 }
 
 export function registerCpuGradientKernels(): void {
   registerAll(cpuGradientKernels)
   registerFusedBatchNormGradient()
+  registerMeanGradient()
 }
 
 function registerAll(configs: ReadonlyArray<tf.KernelConfig>): void {
