@@ -2,8 +2,7 @@
  * Identity for the wasm backend that shares the input's memory instead of copying it, as
  * the cpu backend's Identity and the wasm backend's own Reshape do. tfjs-core clones every
  * tensor that a gradient saves for the backward pass (tf.profile counted 298 Identity calls
- * in one training step of the cpu-config U-Net),
- * and tfjs-backend-wasm 4.22 copies each one. Sharing is safe because wasm kernels write
+ * in one training step of the cpu-config U-Net), and tfjs-backend-wasm 4.22 copies each one. Sharing is safe because wasm kernels write
  * only into outputs they allocate, and the backend frees the memory when the last tensor
  * that refers to it is disposed. String tensors go to the package's kernel.
  */
