@@ -1,0 +1,199 @@
+/**
+ * End to end: `workflow full --profile ci` trains a tiny model on a phantom dataset (two
+ * Spectralis cases and one Cirrus case), then `workflow predict` segments new phantom scans
+ * with it, through the CLI in child processes and a real workspace database.
+ */
+import { spawnSync } from "node:child_process"
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join, resolve } from "node:path"
+import { fileURLToPath } from "node:url"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { histogram256 } from "../../src/kernels/histogram.ts"
+import { toUint8Volume } from "../../src/kernels/intensity.ts"
+import { preprocessVolume } from "../../src/kernels/preprocess.ts"
+import { writePhantomDataset } from "../../src/phantom/dataset.ts"
+import { readMetaImage, writeMetaImage } from "../../src/volume/metaimage.ts"
+import { readNifti } from "../../src/volume/nifti.ts"
+
+const repoRoot = resolve(fileURLToPath(new URL("../..", import.meta.url)))
+const root = mkdtempSync(join(tmpdir(), "octflow-predict-"))
+const data = join(root, "data")
+const scans = join(root, "scans")
+const workspace = join(root, "ws")
+const newCirrus = join(scans, "Cirrus", "NEW001")
+const looseScan = join(root, "loose", "scan.mha")
+
+const cli = (...args: string[]) => {
+  const result = spawnSync(process.execPath, ["--import", "tsx", "src/cli/main.ts", ...args], {
+    cwd: repoRoot,
+    encoding: "utf8",
+    env: { ...process.env, OCTFLOW_BACKEND: "wasm" },
+    timeout: 10 * 60_000
+  })
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr }
+}
+
+const predict = (...args: string[]) => cli("predict", "--workspace", workspace, "--profile", "ci", ...args)
+
+const query = <Row>(sql: string): Row[] => {
+  const result = cli("query", "--json", "--workspace", workspace, sql)
+  expect(result.stderr).not.toMatch(/error:/)
+  return JSON.parse(result.stdout) as Row[]
+}
+
+/** The path printed after `label`, e.g. "label volume   /ws/runs/.../TRAIN001.mha". */
+const printedPath = (stdout: string, label: string): string => {
+  const match = new RegExp(`^  ${label}\\s+(\\S+)`, "m").exec(stdout)
+  if (match === null) throw new Error(`no "${label}" line in:\n${stdout}`)
+  return match[1]!
+}
+
+let fullRun = { status: null as number | null, stderr: "" }
+let newCirrusRun = { status: null as number | null, stdout: "", stderr: "" }
+
+beforeAll(async () => {
+  await writePhantomDataset(data, {
+    seed: 11,
+    scale: 0.125,
+    cases: [
+      { vendor: "Spectralis", key: "TRAIN001" },
+      { vendor: "Spectralis", key: "TRAIN002" },
+      { vendor: "Cirrus", key: "TRAIN001" }
+    ]
+  })
+  await writePhantomDataset(scans, {
+    seed: 12,
+    scale: 0.125,
+    cases: [
+      { vendor: "Cirrus", key: "NEW001" },
+      { vendor: "Spectralis", key: "NEW002" }
+    ]
+  })
+  // A lone file in a folder whose name is no vendor, without a reference.
+  mkdirSync(join(root, "loose"))
+  await writeMetaImage(looseScan, await readMetaImage(join(scans, "Spectralis", "NEW002", "oct.mhd")))
+
+  fullRun = cli("full", "--profile", "ci", "--data", data, "--workspace", workspace, "--jobs", "2")
+  newCirrusRun = predict(newCirrus)
+}, 8 * 60_000)
+
+afterAll(() => rmSync(root, { recursive: true, force: true }))
+
+describe("workflow predict", () => {
+  it("trains the model first", () => {
+    expect(fullRun.stderr).not.toMatch(/^error:/m)
+    expect(fullRun.status).toBe(0)
+  })
+
+  it("predicts a new Cirrus case", async () => {
+    expect(newCirrusRun.stderr).not.toMatch(/^error:/m)
+    expect(newCirrusRun.status).toBe(0)
+    const oct = await readMetaImage(join(newCirrus, "oct.mhd"))
+    const labels = await readMetaImage(printedPath(newCirrusRun.stdout, "label volume"))
+    expect(labels.dims).toEqual(oct.dims)
+    expect(labels.spacingMm).toEqual(oct.spacingMm)
+    expect(labels.dtype).toBe("uint8")
+    const nifti = await readNifti(printedPath(newCirrusRun.stdout, "NIfTI labels"))
+    expect(nifti.dims).toEqual(oct.dims)
+  })
+
+  it("writes overlays and metrics", () => {
+    const overlay = printedPath(newCirrusRun.stdout, "overlays")
+    expect(overlay).toMatch(/NEW001_z\d{3}\.png$/)
+    expect(existsSync(overlay)).toBe(true)
+    const metrics = JSON.parse(readFileSync(printedPath(newCirrusRun.stdout, "metrics"), "utf8")) as {
+      evaluation: { metrics: { classes: Array<{ name: string }> } } | null
+    }
+    expect(metrics.evaluation).not.toBeNull()
+    expect(metrics.evaluation!.metrics.classes.length).toBeGreaterThan(0)
+  })
+
+  it("preprocesses as training did", async () => {
+    const rows = query<{ path: string }>("SELECT path FROM artifacts WHERE stage = 'prepare' AND port = 'volume' AND item = 'NEW001'")
+    expect(rows).toHaveLength(1)
+    const prepared = await readMetaImage(join(workspace, rows[0]!.path))
+    // Training matched Cirrus to the first Spectralis case, with the default z-median vendors.
+    const reference = await readMetaImage(join(data, "Spectralis", "TRAIN001", "oct.mhd"))
+    const expected = preprocessVolume(await readMetaImage(join(newCirrus, "oct.mhd")), "Cirrus", {
+      referenceHistogram: histogram256(toUint8Volume(reference)),
+      zMedianVendors: ["Cirrus", "Topcon"]
+    })
+    expect(Buffer.from(prepared.data.buffer).equals(Buffer.from(expected.data.buffer))).toBe(true)
+  })
+
+  it("traces labels to the model", () => {
+    const labelsPath = printedPath(newCirrusRun.stdout, "label volume")
+    const result = cli("lineage", "--json", "--upstream", "--workspace", workspace, labelsPath)
+    expect(result.status).toBe(0)
+    const rows = (JSON.parse(result.stdout) as { rows: Array<Record<string, unknown>> }).rows
+    const best = query<{ hash: string }>("SELECT DISTINCT hash FROM artifacts WHERE stage = 'train' AND port = 'best'")
+    expect(best).toHaveLength(1)
+    expect(rows.map((row) => row.hash)).toContain(best[0]!.hash)
+    const trainRows = rows.filter((row) => row.stage === "train" && row.execution_id !== null)
+    expect(trainRows.length).toBeGreaterThan(0)
+    const sources = rows.filter((row) => row.kind === "source")
+    expect(sources.map((row) => row.item)).toContain("Spectralis/TRAIN001")
+    expect(sources.map((row) => row.path)).toContain(join(newCirrus, "oct.mhd"))
+  })
+
+  it("records the backend", () => {
+    const rows = query<{ environment: string }>(
+      "SELECT environment::VARCHAR AS environment FROM executions WHERE stage = 'predict' AND status = 'ok'"
+    )
+    expect(rows.length).toBeGreaterThan(0)
+    expect(JSON.parse(rows[0]!.environment)).toMatchObject({ backend: "wasm" })
+  })
+
+  it("keeps latest on the study", () => {
+    expect(existsSync(join(workspace, "latest", "train", "best"))).toBe(true)
+  })
+
+  it("skips a repeated prediction", () => {
+    const result = predict(newCirrus)
+    expect(result.status).toBe(0)
+    const rows = query<{ action: string }>(
+      `SELECT action FROM run_tasks WHERE stage = 'predict'
+       AND run_id = (SELECT id FROM runs ORDER BY started DESC LIMIT 1)`
+    )
+    expect(rows.map((row) => row.action)).toEqual(["cached"])
+  })
+
+  it("predicts a lone file with --vendor", async () => {
+    const runId = query<{ id: string }>("SELECT id FROM runs WHERE workflow = 'retouch' ORDER BY started DESC LIMIT 1")[0]!.id
+    const out = join(root, "out")
+    const result = predict(looseScan, "--vendor", "Spectralis", "--model", runId, "--out", out)
+    expect(result.stderr).not.toMatch(/^error:/m)
+    expect(result.status).toBe(0)
+    expect(result.stdout).toMatch(/^  volumes .*no reference/m)
+    const copied = readdirSync(out)
+    expect(copied).toContain("scan.mha")
+    expect(copied).toContain("scan.nii.gz")
+    expect(copied).toContain("scan_metrics.json")
+    expect(copied.some((name) => /^scan_z\d{3}\.png$/.test(name))).toBe(true)
+    const labels = await readMetaImage(join(out, "scan.mha"))
+    expect(labels.dims).toEqual((await readMetaImage(looseScan)).dims)
+  })
+
+  it("rejects a scan without vendor", () => {
+    const result = predict(looseScan)
+    expect(result.status).toBe(2)
+    expect(result.stderr).toContain(looseScan)
+    expect(result.stderr).toContain("pass --vendor")
+  })
+
+  it("rejects an unknown model", () => {
+    const result = predict(newCirrus, "--model", "no-such-run")
+    expect(result.status).toBe(2)
+    expect(result.stderr).toContain('--model "no-such-run"')
+    expect(result.stderr).toContain("pass a run id")
+  })
+
+  it("rejects a non-model artifact", () => {
+    const metrics = query<{ hash: string }>("SELECT hash FROM artifacts WHERE stage = 'evaluate' AND port = 'metrics' LIMIT 1")
+    const result = predict(newCirrus, "--model", metrics[0]!.hash.slice(0, 16))
+    expect(result.status).toBe(2)
+    expect(result.stderr).toContain("output evaluate.metrics")
+    expect(result.stderr).toContain("not a model of the train stage")
+  })
+})
