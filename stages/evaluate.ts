@@ -35,6 +35,11 @@ export const EvaluateParams = Schema.Struct({
   ),
   /** Explicit B-scan indices to draw, in place of the most-fluid choice, when not empty. */
   overlayZ: Schema.Array(Schema.Int).pipe(Schema.withDecodingDefaultKey(Effect.succeed<ReadonlyArray<number>>([]))),
+  /**
+   * Labels voxels outside the case's ROI mask as background. Training patches come from
+   * inside the ROI only, so the network has never seen the vitreous or the choroid.
+   */
+  restrictToRoi: Schema.Boolean.pipe(Schema.withDecodingDefaultKey(Effect.succeed(true))),
   ...TileParams
 })
 
@@ -51,7 +56,8 @@ export const evaluate = Stage.make({
     split: Stage.output("split", "split"),
     info: Stage.outputMap("preprocess", "info"),
     volumes: Stage.outputMap("preprocess", "volume"),
-    labels: Stage.outputMap("preprocess", "labels")
+    labels: Stage.outputMap("preprocess", "labels"),
+    rois: Stage.outputMap("roi", "mask")
   },
   outputs: {
     metrics: Stage.file(".json"),
@@ -86,6 +92,9 @@ export const evaluate = Stage.make({
         const key = info.key
         const volume = yield* attemptPromise(() => readMetaImage(ctx.inputs.volumes[key]!.path))
         const reference = (yield* attemptPromise(() => readMetaImage(ctx.inputs.labels[key]!.path))) as Volume<Uint8Array>
+        const roiMask = params.restrictToRoi
+          ? yield* attemptPromise(() => readMetaImage(ctx.inputs.rois[key]!.path))
+          : undefined
         const name = caseFileName(key)
         const done = slicesDone
         const result = yield* attemptPromise(() =>
@@ -102,6 +111,7 @@ export const evaluate = Stage.make({
             },
             inference: {
               batchSize: params.batchSize,
+              ...(roiMask === undefined ? {} : { mask: roiMask }),
               onProgress: (slice) => ctx.progress(done + slice, slicesTotal, key)
             },
             absentClassRule: params.absentClassRule

@@ -54,6 +54,12 @@ export interface InferenceOptions {
   readonly heightScale?: number
   /** Called after each B-scan with the number done and the total. */
   readonly onProgress?: (done: number, total: number) => void
+  /**
+   * Region of interest with the image's dims: voxels where it is 0 are labelled background
+   * and left out of the detection scores. The network only sees ROI patches in training, so
+   * what it predicts outside (vitreous, choroid) is not meaningful.
+   */
+  readonly mask?: Volume
 }
 
 export const defaultInferenceOptions: InferenceOptions = { batchSize: 8 }
@@ -74,6 +80,18 @@ export class PredictorShapeError extends Data.TaggedError("PredictorShapeError")
 }> {
   override get message(): string {
     return `predictor ${this.field} is ${this.actual}, expected ${this.expected}; check the model's input and output shapes`
+  }
+}
+
+export class MaskShapeError extends Data.TaggedError("MaskShapeError")<{
+  readonly expected: readonly number[]
+  readonly actual: readonly number[]
+}> {
+  override get message(): string {
+    return (
+      `the inference mask is ${this.actual.join(" x ")} voxels but the volume is ${this.expected.join(" x ")}; ` +
+      `pass the ROI mask computed from this volume`
+    )
   }
 }
 
@@ -262,6 +280,14 @@ export const inferVolume = async (
   const { classCount } = predictor
   const labels = new Uint8Array(width * height * depth)
   const scores = new Float32Array(depth * classCount)
+  const mask = options.mask
+  if (mask !== undefined && mask.dims.some((size, axis) => size !== image.dims[axis])) {
+    throw new MaskShapeError({ expected: image.dims, actual: mask.dims })
+  }
+  // Source row of each scaled row, the centre of the rows it covers, for the mask lookup.
+  const maskRow = Int32Array.from({ length: scaledHeight }, (_, row) =>
+    Math.min(height - 1, Math.floor(((row + 0.5) * height) / scaledHeight))
+  )
 
   for (let z = 0; z < depth; z++) {
     const input = scaledSliceInput(image, z, scaledHeight)
@@ -269,7 +295,12 @@ export const inferVolume = async (
     const scaledLabels = new Uint8Array(scaledHeight * width)
     const sliceScores = scores.subarray(z * classCount, (z + 1) * classCount)
 
+    const maskOffset = z * width * height
     for (let pixel = 0; pixel < scaledHeight * width; pixel++) {
+      if (mask !== undefined) {
+        const row = maskRow[Math.floor(pixel / width)]
+        if (mask.data[maskOffset + row * width + (pixel % width)] === 0) continue
+      }
       const offset = pixel * classCount
       let best = 0
       for (let c = 1; c < classCount; c++) {
@@ -286,6 +317,9 @@ export const inferVolume = async (
     for (let y = 0; y < height; y++) {
       const scaledRow = nearestRow(y, scaledHeight, height)
       labels.set(scaledLabels.subarray(scaledRow * width, (scaledRow + 1) * width), sliceOffset + y * width)
+    }
+    if (mask !== undefined) {
+      for (let i = sliceOffset; i < sliceOffset + width * height; i++) if (mask.data[i] === 0) labels[i] = 0
     }
     options.onProgress?.(z + 1, depth)
   }

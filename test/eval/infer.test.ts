@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import {
   inferVolume,
   InferenceInputError,
+  MaskShapeError,
   type Predictor,
   PredictorOutputError,
   predictorFromModel,
@@ -120,6 +121,29 @@ describe("inferVolume", () => {
     image.data.fill(200, 48)
     const { scores } = await inferVolume(image, thresholdPredictor)
     expect(Array.from(scores.values)).toEqual([0, 0, 1, 1])
+  })
+
+  it("mask zeroes labels outside it", async () => {
+    const image = randomImage(9, 7, 2, 11)
+    const mask = makeVolume("uint8", [9, 7, 2], [0.01, 0.0039, 0.1])
+    for (let i = 0; i < mask.data.length; i++) mask.data[i] = i % 9 < 4 ? 1 : 0
+    const { labels } = await inferVolume(image, thresholdPredictor, { mask })
+    const expected = Array.from(image.data, (value, i) => (i % 9 < 4 && value > 128 ? 1 : 0))
+    expect(Array.from(labels.data)).toEqual(expected)
+  })
+
+  it("mask leaves masked slices unscored", async () => {
+    const image = makeVolume("uint8", [6, 8, 2], [1, 0.0039, 1])
+    image.data.fill(200)
+    const mask = makeVolume("uint8", [6, 8, 2], [1, 0.0039, 1])
+    mask.data.fill(1, 48)
+    const { scores } = await inferVolume(image, thresholdPredictor, { mask })
+    expect(Array.from(scores.values)).toEqual([0, 0, 1, 1])
+  })
+
+  it("mask of other dims is rejected", async () => {
+    const mask = makeVolume("uint8", [6, 8, 1])
+    await expect(inferVolume(makeVolume("uint8", [6, 8, 2]), thresholdPredictor, { mask })).rejects.toThrow(MaskShapeError)
   })
 
   it("reports progress per slice", async () => {
