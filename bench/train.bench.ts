@@ -7,6 +7,10 @@
  * Target: a wasm training step is no slower than a one-thread PyTorch step.
  * Inference B-scans per second assume a 496 x 512 Spectralis B-scan covered by tiles of the
  * model's output size (tiles per B-scan = ceil(496 / outH) * ceil(512 / outW)).
+ * For the cpu config it also times whole-tile inference at 512 x 512, through the model that
+ * `buildUnetForInput` rebuilds for that size. Those tiles and the cpu-config training steps
+ * are timed twice: with this project's wasm data-movement kernels (Slice, SplitV, Concat,
+ * Identity) and with the package's own, so both numbers come from one run.
  * Usage: npx tsx bench/train.bench.ts [--quick]   (--quick: the cpu config only)
  */
 import { spawnSync } from "node:child_process"
@@ -15,13 +19,19 @@ import { cpus, tmpdir, totalmem } from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import * as tf from "@tensorflow/tfjs-core"
+// Imported before initBackend so that the package's own kernels can be read for comparison.
+import "@tensorflow/tfjs-backend-wasm"
+import type * as tfl from "@tensorflow/tfjs-layers"
 import { initBackend } from "../src/ml/backend.ts"
+import { wasmForwardKernels } from "../src/ml/kernels/index.ts"
 import { type Batch, type BatchSampler, methodOptimizer, train } from "../src/ml/trainer.ts"
-import { buildUnet, cpuConfig, outputSize, paperConfig, type UnetConfig } from "../src/ml/unet.ts"
+import { buildUnet, buildUnetForInput, cpuConfig, outputSize, paperConfig, type UnetConfig } from "../src/ml/unet.ts"
 
 const benchDir = dirname(fileURLToPath(import.meta.url))
 const batchSize = 8
 const bscan = { height: 496, width: 512 }
+const wholeTile = { height: 512, width: 512 }
+const packageKernels = wasmForwardKernels.map((config) => tf.getKernel(config.kernelName, "wasm")!)
 
 interface TorchResult {
   readonly torch: string
@@ -74,7 +84,8 @@ class RandomSampler implements BatchSampler {
   setState(): void {}
 }
 
-async function timeWasm(plan: Plan) {
+/** Trains through `train` and returns the model with the step times after the warm-up steps. */
+async function timeTrainingSteps(plan: Plan): Promise<{ model: tfl.LayersModel; stepMs: Array<number> }> {
   const { config } = plan
   const sampler = new RandomSampler(config)
   const checkpointDir = mkdtempSync(join(tmpdir(), "octflow-train-bench-"))
@@ -98,12 +109,26 @@ async function timeWasm(plan: Plan) {
     }
   )
   rmSync(checkpointDir, { recursive: true, force: true })
+  return { model: result.model, stepMs }
+}
 
-  const model = result.model
+async function timeWasm(plan: Plan) {
+  const { config } = plan
+  const { model, stepMs } = await timeTrainingSteps(plan)
+  // The cpu config is small enough to repeat with the package's data-movement kernels.
+  let packageKernelsStepMs: number | undefined
+  if (plan.name === "cpu") {
+    useKernels(packageKernels)
+    const baseline = await timeTrainingSteps(plan)
+    useKernels(wasmForwardKernels)
+    baseline.model.dispose()
+    packageKernelsStepMs = median(baseline.stepMs)
+  }
+
   const out = outputSize(config, config.patchHeight, config.patchWidth)
   const chunk = plan.microBatchSize ?? batchSize
   const x = tf.randomNormal([chunk, config.patchHeight, config.patchWidth, 3], 0, 1, "float32", 1) as tf.Tensor4D
-  const infer = () => tf.tidy(() => (model.predict(x) as tf.Tensor).dataSync())
+  const infer = () => readPrediction(model, x)
   infer()
   const inferenceMs: Array<number> = []
   for (let i = 0; i < plan.timedSteps; i++) {
@@ -112,8 +137,59 @@ async function timeWasm(plan: Plan) {
     inferenceMs.push(performance.now() - started)
   }
   x.dispose()
+  const tile = plan.name === "cpu" ? timeWholeTile(config, model) : undefined
   model.dispose()
-  return { output: out, stepMs: median(stepMs), inferenceBatchMs: median(inferenceMs), stepsTimed: plan.timedSteps }
+  return { output: out, stepMs: median(stepMs), packageKernelsStepMs, inferenceBatchMs: median(inferenceMs), stepsTimed: plan.timedSteps, tile }
+}
+
+/**
+ * Runs one forward pass and reads the probabilities back. The tidy returns the tensor, not
+ * its values: a typed array returned from tf.tidy is walked element by element in search
+ * of tensors, which for a 512 x 512 tile took longer than the forward pass itself.
+ */
+function readPrediction(model: tfl.LayersModel, x: tf.Tensor): void {
+  const probabilities = tf.tidy(() => model.predict(x) as tf.Tensor)
+  probabilities.dataSync()
+  probabilities.dispose()
+}
+
+function useKernels(configs: ReadonlyArray<tf.KernelConfig>): void {
+  for (const config of configs) {
+    tf.unregisterKernel(config.kernelName, "wasm")
+    tf.registerKernel(config)
+  }
+}
+
+/** Times one 512 x 512 tile through the model rebuilt for that size, with our and the package's kernels. */
+function timeWholeTile(config: UnetConfig, trained: tfl.LayersModel) {
+  const model = buildUnetForInput(config, trained, wholeTile.height, wholeTile.width)
+  const x = tf.randomNormal([1, wholeTile.height, wholeTile.width, 3], 0, 1, "float32", 2)
+  const timeTiles = (passes: number): number => {
+    readPrediction(model, x)
+    const times: Array<number> = []
+    for (let i = 0; i < passes; i++) {
+      const started = performance.now()
+      readPrediction(model, x)
+      times.push(performance.now() - started)
+    }
+    return median(times)
+  }
+  const oursMs = timeTiles(7)
+  useKernels(packageKernels)
+  const packageMs = timeTiles(3)
+  useKernels(wasmForwardKernels)
+  const out = outputSize(config, wholeTile.height, wholeTile.width)
+  x.dispose()
+  model.dispose()
+  return {
+    input: [wholeTile.height, wholeTile.width],
+    output: [out.height, out.width],
+    tileMs: oursMs,
+    tilesPerSecond: 1000 / oursMs,
+    packageKernelsTileMs: packageMs,
+    packageKernelsTilesPerSecond: 1000 / packageMs,
+    passesTimed: 7
+  }
 }
 
 function timeTorch(plan: Plan, threads: number): TorchResult | { error: string } {
@@ -161,11 +237,13 @@ for (const plan of plans) {
     },
     wasm: {
       stepMs: wasm.stepMs,
+      ...(wasm.packageKernelsStepMs === undefined ? {} : { packageKernelsStepMs: wasm.packageKernelsStepMs }),
       stepsPerSecond: 1000 / wasm.stepMs,
       inferenceBatchMs: wasm.inferenceBatchMs,
       tilesPerBscan: tiles,
       inferenceBscansPerSecond: (1000 / wasm.inferenceBatchMs) * (batchSize / tiles),
-      stepsTimed: wasm.stepsTimed
+      stepsTimed: wasm.stepsTimed,
+      ...(wasm.tile === undefined ? {} : { wholeTileInference: wasm.tile })
     },
     torch: { oneThread: torch1, twoThreads: torch2 },
     stepRatioWasmOverTorch1: torchStep1 === undefined ? null : wasm.stepMs / torchStep1,
