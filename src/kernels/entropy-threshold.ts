@@ -17,7 +17,7 @@
  *    on different sides of the threshold. Float64 division is monotone, so elsewhere the
  *    exact value's quotient is on the same side as both.
  *
- * A pixel whose disk holds one value has exact entropy 0 (the term of p = 1 is 0), so it is
+ * A pixel whose disk contains a single value has exact entropy 0 (the term of p = 1 is 0), so it is
  * marked as exact without any recomputation.
  */
 import { diskHalfWidths, EntropyTerms, processTerms, sumOccupied } from "./entropy.ts"
@@ -28,7 +28,7 @@ import { ScratchArrays } from "./scratch.ts"
 interface ScaledTerms {
   /** Change of the scaled S when a count goes from c to c + 1 (index 2 c + 1) or c - 1 (index 2 c). */
   readonly steps: Float64Array
-  /** Scaled S of a disk whose pop pixels all hold one value, `pop * log2(pop)`, per pop. */
+  /** Scaled S of a disk whose pop pixels all have one value, `pop * log2(pop)`, per pop. */
   readonly singleValueSum: Float64Array
   /** `log2(pop)` per pop. */
   readonly log2Pop: Float64Array
@@ -45,19 +45,23 @@ const buildScaledTerms = (halfWidths: Int32Array): ScaledTerms => {
   // S * 2^scaleBits must stay below 2^52 so every sum of table entries is an exact integer.
   const scaleBits = Math.min(32, Math.floor(Math.log2(2 ** 52 / (maxTerm + 1))))
   const scale = 2 ** scaleBits
+
   const scaled = new Float64Array(maxPop + 2)
   for (let count = 2; count <= maxPop + 1; count++) scaled[count] = Math.round(count * Math.log2(count) * scale)
+
   const steps = new Float64Array(2 * maxPop + 2)
   for (let count = 0; count <= maxPop; count++) {
     steps[2 * count + 1] = scaled[count + 1] - scaled[count]
     if (count > 0) steps[2 * count] = scaled[count - 1] - scaled[count]
   }
+
   const log2Pop = new Float64Array(maxPop + 1)
   const inverseScaledPop = new Float64Array(maxPop + 1)
   for (let pop = 1; pop <= maxPop; pop++) {
     log2Pop[pop] = Math.log2(pop)
     inverseScaledPop[pop] = 1 / (pop * scale)
   }
+
   // At most min(256, maxPop) bins are occupied. Each scaled table entry is off by at most
   // half a unit (2^-scaleBits / 2) plus the float64 error of `count * log2(count)` (a few
   // ulps, bounded by 2^-50 of maxTerm), and dividing by pop >= 1 does not enlarge that.
@@ -182,7 +186,8 @@ export const thresholdEntropy = (
  * exact value (a single occupied bin, entropy 0) and 0 elsewhere. Returns the largest estimate.
  *
  * Most pixels of a roi input are 0 (every intensity below 128 maps to 0), so the sweep
- * tracks only nonzero pixels. Moving the disk one step right along row y, the pixel at
+ * tracks only nonzero pixels, except in output rows dense with nonzero pixels, which
+ * `slideDenseRow` slides over every edge pixel. Moving the disk one step right along row y, the pixel at
  * column px of disk row dy (half-width w) enters at x = px - w and leaves at x = px + w + 1.
  * Per output row these events are bucketed by x (a counting sort), then applied in x order
  * to the counts of bins 1..255, their scaled S and the nonzero count. Bin 0's count is
@@ -249,6 +254,18 @@ const estimateEntropy = (
       }
       popFirstRow = firstRow
       popLastRow = lastRow
+    }
+
+    let rowNonzero = 0
+    for (let row = firstRow; row <= lastRow; row++) {
+      const imageRow = y + row - radius
+      rowNonzero += rowStarts[imageRow + 1] - rowStarts[imageRow]
+    }
+    if (rowNonzero > DENSE_FRACTION * (lastRow - firstRow + 1) * width) {
+      const rowMaximum = slideDenseRow(image, width, y, firstRow, lastRow, halfWidths, tables, popAt, counts, estimate, exactKnown)
+      if (rowMaximum > estimatedMaximum) estimatedMaximum = rowMaximum
+      counts.fill(0)
+      continue
     }
 
     // Pixels already inside the disk at x = 0 go straight into the histogram, the rest
@@ -328,4 +345,84 @@ const estimateEntropy = (
     counts.fill(0)
   }
   return estimatedMaximum
+}
+
+// Output rows whose disk rows have more nonzero pixels than this fraction are slid densely,
+// because reading both edge pixels per disk row then costs less than bucketing events. On
+// 512 x 1024 synthetic and 768 x 496 Duke B-scans, fractions from 0.4 to 0.6 ran equally fast.
+const DENSE_FRACTION = 0.5
+
+/**
+ * Writes the estimates of output row y by sliding its disk histogram along x, reading the
+ * leaving and entering pixel of every disk row at each step. Returns the row's largest estimate.
+ */
+const slideDenseRow = (
+  image: Uint8Array,
+  width: number,
+  y: number,
+  firstRow: number,
+  lastRow: number,
+  halfWidths: Int32Array,
+  tables: ScaledTerms,
+  popAt: Int32Array,
+  counts: Int32Array,
+  estimate: Float64Array,
+  exactKnown: Uint8Array
+): number => {
+  const radius = (halfWidths.length - 1) >> 1
+  const { steps, singleValueSum, log2Pop, inverseScaledPop } = tables
+  let sum = 0
+  let nonzero = 0
+  for (let row = firstRow; row <= lastRow; row++) {
+    const rowStart = (y + row - radius) * width
+    const last = Math.min(width - 1, halfWidths[row])
+    for (let column = 0; column <= last; column++) {
+      const value = image[rowStart + column]
+      if (value === 0) continue
+      const count = counts[value]
+      sum += steps[2 * count + 1]
+      counts[value] = count + 1
+      nonzero++
+    }
+  }
+  let rowMaximum = 0
+  const rowOffset = y * width
+  for (let x = 0; x < width; x++) {
+    if (x > 0) {
+      for (let row = firstRow; row <= lastRow; row++) {
+        const rowStart = (y + row - radius) * width
+        const halfWidth = halfWidths[row]
+        const leavingColumn = x - 1 - halfWidth
+        const enteringColumn = x + halfWidth
+        const leaving = leavingColumn >= 0 ? image[rowStart + leavingColumn] : 0
+        const entering = enteringColumn < width ? image[rowStart + enteringColumn] : 0
+        // The same value leaving and entering leaves the histogram as it was.
+        if (leaving === entering) continue
+        if (leaving !== 0) {
+          const count = counts[leaving]
+          sum += steps[2 * count]
+          counts[leaving] = count - 1
+          nonzero--
+        }
+        if (entering !== 0) {
+          const count = counts[entering]
+          sum += steps[2 * count + 1]
+          counts[entering] = count + 1
+          nonzero++
+        }
+      }
+    }
+    const pop = popAt[x]
+    const total = sum + singleValueSum[pop - nonzero]
+    if (total === singleValueSum[pop]) {
+      estimate[rowOffset + x] = 0
+      exactKnown[rowOffset + x] = 1
+    } else {
+      const value = log2Pop[pop] - total * inverseScaledPop[pop]
+      estimate[rowOffset + x] = value
+      exactKnown[rowOffset + x] = 0
+      if (value > rowMaximum) rowMaximum = value
+    }
+  }
+  return rowMaximum
 }

@@ -3,10 +3,10 @@
  * computed exactly in time linear in the pixel count whatever the radius, with integer
  * arithmetic only. Masks are row-major (x fastest), values 0 or nonzero in, 0 or 1 out.
  *
- * A pixel (x, y) lies within distance r of a site iff some column x' has a site at vertical
- * distance g(x') (the nearest one in that column) with `(x - x')^2 + g(x')^2 <= r^2`, that is
- * `|x - x'| <= w(g(x'))` where w is the disk's half-width at height g. So each row is the
- * union of the intervals `[x' - w, x' + w]`. A left-to-right running maximum of `x' + w`
+ * Let g(x') be the vertical distance from a pixel's row to the nearest site in column x'.
+ * The pixel (x, y) lies within distance r of a site iff some column x' has
+ * `(x - x')^2 + g(x')^2 <= r^2`, that is `|x - x'| <= w(g(x'))`, where w is the disk's
+ * half-width at height g. So each row is the union of the intervals `[x' - w, x' + w]`. A left-to-right running maximum of `x' + w`
  * covers the intervals whose centre is left of x, a right-to-left running minimum of
  * `x' - w` the others. This gives the same masks as thresholding an exact squared
  * Euclidean distance transform (edt.ts) at r^2.
@@ -68,8 +68,8 @@ const withinDisk = (
     const row = y * width
     for (let x = 0; x < width; x++) {
       const isSite = (mask[row + x] !== 0 ? 1 : 0) === siteValue
-      const next = above[row - width + x] + 1
-      above[row + x] = isSite ? 0 : next < cap ? next : cap
+      const next = Math.min(above[row - width + x] + 1, cap)
+      above[row + x] = isSite ? 0 : next
     }
   }
 
@@ -81,7 +81,7 @@ const withinDisk = (
     let reach = -1
     for (let x = 0; x < width; x++) {
       const isSite = (mask[row + x] !== 0 ? 1 : 0) === siteValue
-      const fromBelow = isSite ? 0 : below[x] + 1 < cap ? below[x] + 1 : cap
+      const fromBelow = isSite ? 0 : Math.min(below[x] + 1, cap)
       below[x] = fromBelow
       const fromAbove = above[row + x]
       const halfWidth = halfWidths[fromAbove < fromBelow ? fromAbove : fromBelow]

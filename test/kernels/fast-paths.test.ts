@@ -30,7 +30,7 @@ const sparseValues = fc.oneof(
   { weight: 1, arbitrary: fc.integer({ min: 0, max: 255 }) }
 )
 
-/** The mask `entropy / (max + 1e-16) > threshold` from every exact value. */
+/** Thresholds every exact value: the mask `entropy / (max + 1e-16) > threshold`. */
 const thresholdExact = (image: Uint8Array, width: number, height: number, radius: number, threshold: number) => {
   const entropy = localEntropy(image, width, height, radius)
   let maximum = -Infinity
@@ -60,6 +60,20 @@ describe("thresholdEntropy", () => {
         }
       ),
       { numRuns: 150 }
+    )
+  })
+
+  it("equals exact thresholding when dense", () => {
+    // Mostly nonzero pixels, so most rows take the dense slide instead of the events.
+    const denseValues = fc.oneof({ weight: 1, arbitrary: fc.constant(0) }, { weight: 4, arbitrary: fc.integer({ min: 1, max: 255 }) })
+    fc.assert(
+      fc.property(imageArbitrary(50, 40, denseValues), fc.integer({ min: 0, max: 9 }), ({ width, height, pixels }, radius) => {
+        const exact = thresholdExact(pixels, width, height, radius, 0.01)
+        const { mask, stats } = thresholdEntropy(pixels, width, height, radius, 0.01)
+        expect(stats.maximum).toBe(exact.maximum)
+        expect(countDifferences(mask, exact.mask)).toBe(0)
+      }),
+      { numRuns: 100 }
     )
   })
 
