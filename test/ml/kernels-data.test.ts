@@ -83,7 +83,8 @@ describe("mergeSliceAxes", () => {
     { name: "channel range", shape: [2, 3, 4], begin: [0, 0, 1], size: [2, 3, 2], expected: { shape: [6, 4], begin: [0, 1], size: [6, 2] } },
     { name: "one batch entry", shape: [3, 2, 2], begin: [1, 0, 0], size: [1, 2, 2], expected: { shape: [12], begin: [4], size: [4] } },
     { name: "one row", shape: [4, 5], begin: [2, 1], size: [1, 3], expected: { shape: [20], begin: [11], size: [3] } },
-    { name: "rank one", shape: [7], begin: [2], size: [4], expected: { shape: [7], begin: [2], size: [4] } }
+    { name: "rank one", shape: [7], begin: [2], size: [4], expected: { shape: [7], begin: [2], size: [4] } },
+    { name: "scalar", shape: [], begin: [], size: [], expected: { shape: [1], begin: [0], size: [1] } }
   ]
   for (const c of cases) {
     it(c.name, () => {
@@ -133,6 +134,15 @@ describe("wasm Slice", () => {
     expect(Object.is(first[1], -0)).toBe(true)
     expect(Number.isNaN(second[0])).toBe(true)
     x.dispose()
+  })
+
+  it("copies a scalar", async () => {
+    await tf.setBackend("wasm")
+    const x = tf.scalar(5)
+    const copy = tf.engine().runKernel(tf.Slice, { x }, { begin: [], size: [] }) as tf.Tensor
+    expect(copy.shape).toEqual([])
+    expect(Array.from(await copy.data())).toEqual([5])
+    tf.dispose([x, copy])
   })
 
   it("rejects a slice past the end", async () => {

@@ -51,6 +51,8 @@ export function mergeSliceAxes(shape: ReadonlyArray<number>, begin: ReadonlyArra
       mergedSize.push(extent)
     }
   }
+  // A scalar is a one-element run.
+  if (mergedShape.length === 0) return { shape: [1], begin: [0], size: [1] }
   return { shape: mergedShape, begin: mergedBegin, size: mergedSize }
 }
 
