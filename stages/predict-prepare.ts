@@ -1,9 +1,9 @@
 /**
- * prepare (per scan): preprocesses a new scan exactly as the model's training cases were
- * (src/kernels/preprocess.ts): intensities to 0..255, and for Cirrus and Topcon, histogram
- * matching to the Spectralis reference histogram of the training run, the z-median for
- * the training run's `zMedianVendors`, and the 3x3 median. The reference histogram and
- * `zMedianVendors` come from a preprocess info artifact of the training run.
+ * prepare (per scan): preprocesses a new scan exactly as the model's training cases were,
+ * with the kernels of src/kernels/preprocess.ts. Every vendor gets intensities to 0..255.
+ * Cirrus and Topcon also get histogram matching to the training run's Spectralis reference
+ * histogram, the z-median when the training run's `zMedianVendors` lists them, and the 3x3
+ * median. Both settings come from a preprocess info artifact of the training run.
  *
  * Writes the uint8 volume, the label volume (the scan's reference, or 255 everywhere when
  * it has none) and a JSON summary.
@@ -17,18 +17,46 @@ import { summarizeSlices, UNLABELLED } from "../src/volume/labels.ts"
 import { writeMetaImage } from "../src/volume/metaimage.ts"
 import { makeVolume, type Volume } from "../src/volume/volume.ts"
 import type { CaseInfo } from "./preprocess.ts"
-import { caseOfScan, resolveScanVendor, type ScanMeta, type VendorSource } from "./predict-scan.ts"
+import { caseOfScan, resolveScanVendor, scanPathOf, type ScanMeta, type VendorSource } from "./predict-scan.ts"
 import { attempt, attemptPromise } from "./support/effect.ts"
 
-/** The training run's preprocess info lacks what matching this scan needs. */
-export class TrainingPreprocessError extends Data.TaggedError("TrainingPreprocessError")<{
+/** The training run's preprocess info predates a field that matching this scan needs. */
+export class TrainingInfoOutdatedError extends Data.TaggedError("TrainingInfoOutdatedError")<{
   readonly path: string
   readonly field: string
-  readonly reason: string
-  readonly fix: string
 }> {
   override get message(): string {
-    return `training preprocess info ${this.path}: ${this.field} ${this.reason}; ${this.fix}`
+    return (
+      `training preprocess info ${this.path} has no ${this.field}, because an older octflow wrote it; ` +
+      "rerun `workflow full` so preprocess records it, then predict with the new model"
+    )
+  }
+}
+
+/** The model's training run matched no case, so it recorded no reference histogram. */
+export class NoReferenceHistogramError extends Data.TaggedError("NoReferenceHistogramError")<{
+  readonly path: string
+  readonly vendor: Vendor
+}> {
+  override get message(): string {
+    return (
+      `a ${this.vendor} scan needs the Spectralis reference histogram of the model's training run, but its ` +
+      `preprocess info ${this.path} has none because that run had no Cirrus or Topcon case; train with at ` +
+      "least one Cirrus or Topcon case, or use this model only on Spectralis scans"
+    )
+  }
+}
+
+/** The training run's reference histogram does not have 256 bins. */
+export class ReferenceHistogramInvalidError extends Data.TaggedError("ReferenceHistogramInvalidError")<{
+  readonly path: string
+  readonly bins: number
+}> {
+  override get message(): string {
+    return (
+      `training preprocess info ${this.path}: referenceHistogram has ${this.bins} bins, expected 256; ` +
+      "the file is damaged, so rerun `workflow full --force=preprocess`"
+    )
   }
 }
 
@@ -76,30 +104,13 @@ export interface PreparedScanInfo {
  * info: the reference histogram and `zMedianVendors` for Cirrus and Topcon, nothing for
  * Spectralis, whose preprocessing has no such setting.
  */
-const matchingOf = (path: string, info: Partial<CaseInfo>, vendor: Vendor) => {
+export const matchingOf = (path: string, info: Partial<CaseInfo>, vendor: Vendor) => {
   if (vendor === "Spectralis") return { referenceHistogram: null, zMedianVendors: [] as ReadonlyArray<Vendor> }
-  const outdated = "rerun `workflow full` so preprocess records it, then predict with the new model"
-  if (info.zMedianVendors === undefined) {
-    throw new TrainingPreprocessError({ path, field: "zMedianVendors", reason: "is missing", fix: outdated })
-  }
-  if (info.referenceHistogram === undefined) {
-    throw new TrainingPreprocessError({ path, field: "referenceHistogram", reason: "is missing", fix: outdated })
-  }
-  if (info.referenceHistogram === null) {
-    throw new TrainingPreprocessError({
-      path,
-      field: "referenceHistogram",
-      reason: `is null, because the model's training run had no Cirrus or Topcon case to match, so it holds no ${vendor} matching`,
-      fix: "train with at least one Cirrus or Topcon case, or predict only Spectralis scans with this model"
-    })
-  }
+  if (info.zMedianVendors === undefined) throw new TrainingInfoOutdatedError({ path, field: "zMedianVendors" })
+  if (info.referenceHistogram === undefined) throw new TrainingInfoOutdatedError({ path, field: "referenceHistogram" })
+  if (info.referenceHistogram === null) throw new NoReferenceHistogramError({ path, vendor })
   if (info.referenceHistogram.length !== 256) {
-    throw new TrainingPreprocessError({
-      path,
-      field: "referenceHistogram",
-      reason: `has ${info.referenceHistogram.length} bins, expected 256`,
-      fix: "the file is damaged; rerun `workflow full --force=preprocess`"
-    })
+    throw new ReferenceHistogramInvalidError({ path, bins: info.referenceHistogram.length })
   }
   return { referenceHistogram: info.referenceHistogram, zMedianVendors: info.zMedianVendors }
 }
@@ -132,7 +143,7 @@ export const prepare = Stage.make({
   run: (ctx) =>
     Effect.gen(function* () {
       const meta = ctx.inputs.scan.meta as unknown as ScanMeta
-      const path = ctx.inputs.scan.files[0]?.path ?? ctx.inputs.scan.key
+      const path = yield* attempt(() => scanPathOf(ctx.inputs.scan))
       const { vendor, source } = yield* attempt(() => resolveScanVendor(path, meta, ctx.params.vendor))
       const trainingText = yield* attemptPromise(() => readFile(ctx.inputs.training.path, "utf8"))
       const training = JSON.parse(trainingText) as Partial<CaseInfo>

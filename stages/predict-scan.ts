@@ -1,7 +1,7 @@
 /**
- * The one new scan that `workflow predict` segments: what it is (a MetaImage or NIfTI file,
- * a case folder with `oct.*` and an optional `reference.*`, or a B-scan folder with an
- * `octflow.json` sidecar), which files decide its content, and which vendor it is.
+ * The one new scan that `workflow predict` segments: which files decide its content, and
+ * which vendor it is. A scan is a MetaImage or NIfTI file, a case folder with `oct.*` and an
+ * optional `reference.*`, or a B-scan folder with an `octflow.json` sidecar.
  *
  * Item metadata holds only names relative to the scan's folder, so the fingerprint stays
  * the same when the scan is moved.
@@ -170,7 +170,7 @@ export const scanSource: Source = {
     })
 }
 
-/** Where the requested vendor, or else the vendor found for the scan, came from. */
+/** Origin of the scan's vendor: the request, the B-scan sidecar or the parent folder's name. */
 export type VendorSource = "requested" | "sidecar" | "folder"
 
 /**
@@ -203,6 +203,12 @@ const scanDirOf = (item: SourceItemRef, meta: ScanMeta): string => {
   const octRef = item.files.find((file) => basename(file.path) === basename(meta.octFile))
   if (octRef === undefined) throw new ScanFormatError({ path: item.key, actual: `an item without its ${meta.octFile}` })
   return dirname(octRef.path)
+}
+
+/** Returns the path of the scan's OCT file (volume or sidecar). */
+export const scanPathOf = (item: SourceItemRef): string => {
+  const meta = item.meta as unknown as ScanMeta
+  return join(scanDirOf(item, meta), meta.octFile)
 }
 
 /** Rebuilds the scan as a dataset case that `loadCase` reads, with the given vendor. */

@@ -1,10 +1,11 @@
 /**
  * Prediction on one new scan with a trained model: prepare (preprocess as the model's
  * training cases were) -> predict (label volume, overlays, metrics). The scan is the
- * workflow's data path (a volume file, a case folder or a B-scan folder), and the stages read
- * three run-time artifacts from the training run: `model` (a train model folder),
- * `history` (its train history) and `preprocessInfo` (a preprocess info of its training
- * cases, which carries the reference histogram). `workflow predict` fills them in.
+ * workflow's data path: a volume file, a case folder or a B-scan folder.
+ *
+ * The stages read three run-time artifacts of the training run: `model` (a train model
+ * folder), `history` (its train history) and `preprocessInfo` (a preprocess info of its
+ * training cases, which carries the reference histogram). `workflow predict` fills them in.
  *
  * Profiles: `cpu` and `paper` use the stage defaults, and `ci` draws one overlay.
  */

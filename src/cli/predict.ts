@@ -1,9 +1,9 @@
 /**
  * `workflow predict <volume>`: segments one new scan with a model trained in the workspace.
  *
- * The model reference is resolved against the workspace database: by default the `best`
- * model of the train stage of the newest successful run; else a run id (that run's `best`),
- * or an artifact hash, hash prefix or path that must be a train model output. Through the
+ * The model reference is resolved against the workspace database. By default it is the
+ * `best` model of the train stage of the newest successful run. A run id picks that run's
+ * `best`, and an artifact hash, hash prefix or path must name a train model output. Through the
  * train execution's lineage the command also finds the model's history file and a
  * preprocess info of its training cases, which carries the Spectralis reference histogram.
  * All three go to the predict workflow as run-time artifacts, so the outputs' lineage
@@ -20,18 +20,52 @@ import type { StoredObject } from "../runtime/store.ts"
 import { workflow as predictWorkflow } from "../../workflows/predict.ts"
 import { describeScan, resolveScanVendor, type ScanMeta } from "../../stages/predict-scan.ts"
 
-/** No run, artifact or path in the workspace matches the --model reference. */
+const modelRefHint =
+  "pass a run id (from `workflow runs`), a train model hash or prefix (from `workflow artifacts --stage train`), " +
+  "or a path such as <workspace>/latest/train/best"
+
+/** No run id, stored path or artifact hash in the workspace matches the --model reference. */
 export class ModelNotFoundError extends Data.TaggedError("ModelNotFoundError")<{
   readonly ref: string
   readonly workspace: string
-  readonly reason: string
+}> {
+  override get message(): string {
+    return `--model ${JSON.stringify(this.ref)} matches no run id, path or artifact hash in workspace ${this.workspace}; ${modelRefHint}`
+  }
+}
+
+/** The --model path exists but is not an object of the workspace store, so its training cannot be traced. */
+export class ModelPathNotStoredError extends Data.TaggedError("ModelPathNotStoredError")<{
+  readonly ref: string
+  readonly path: string
+  readonly workspace: string
 }> {
   override get message(): string {
     return (
-      `--model ${JSON.stringify(this.ref)}: ${this.reason} in workspace ${this.workspace}; pass a run id ` +
-      "(from `workflow runs`), a train model hash or prefix (from `workflow artifacts --stage train`), or a path " +
-      "such as <workspace>/latest/train/best"
+      `--model ${JSON.stringify(this.ref)}: ${this.path} is not an object of workspace ${this.workspace}, so the run ` +
+      `that trained it is unknown; pass --workspace of that run, or ${modelRefHint}`
     )
+  }
+}
+
+/** The --model hash prefix matches more than one artifact. */
+export class ModelRefAmbiguousError extends Data.TaggedError("ModelRefAmbiguousError")<{
+  readonly ref: string
+  readonly matches: ReadonlyArray<string>
+}> {
+  override get message(): string {
+    const shown = this.matches.map((hash) => hash.slice(0, 12)).join(", ")
+    return `--model ${JSON.stringify(this.ref)} matches several artifacts (${shown}, ...); give more hex digits of the hash`
+  }
+}
+
+/** The --model run id names a run without a finished train stage. */
+export class RunWithoutModelError extends Data.TaggedError("RunWithoutModelError")<{
+  readonly runId: string
+  readonly workflow: string
+}> {
+  override get message(): string {
+    return `--model ${JSON.stringify(this.runId)} is a ${this.workflow} run without a finished train stage; ${modelRefHint}`
   }
 }
 
@@ -117,12 +151,10 @@ async function modelHashOf(session: WorkspaceSession, ref: string | undefined): 
     return { hash: rows[0].hash, runId: rows[0].run_id }
   }
 
-  const runs = await session.db.all<{ id: string }>("SELECT id FROM runs WHERE id = $1", [ref])
-  if (runs.length > 0) {
+  const runs = await session.db.all<{ id: string; workflow: string }>("SELECT id, workflow FROM runs WHERE id = $1", [ref])
+  if (runs[0] !== undefined) {
     const rows = await session.db.all<{ hash: string; run_id: string }>(`${trainBest} WHERE r.id = $1 LIMIT 1`, [ref])
-    if (rows[0] === undefined) {
-      throw new ModelNotFoundError({ ref, workspace: session.ws.root, reason: "this run has no finished train stage" })
-    }
+    if (rows[0] === undefined) throw new RunWithoutModelError({ runId: ref, workflow: runs[0].workflow })
     return { hash: rows[0].hash, runId: ref }
   }
   return { hash: await artifactHashOf(session, ref), runId: null }
@@ -130,27 +162,21 @@ async function modelHashOf(session: WorkspaceSession, ref: string | undefined): 
 
 /** Resolves a path (followed through the run links) or a hash prefix to one recorded hash. */
 async function artifactHashOf(session: WorkspaceSession, ref: string): Promise<string> {
-  const notFound = (reason: string) => new ModelNotFoundError({ ref, workspace: session.ws.root, reason })
-  if (ref.includes("/") || ref.includes(sep) || existsSync(ref)) {
-    if (!existsSync(ref)) throw notFound("no such run id, and no file or folder at this path")
+  const notFound = new ModelNotFoundError({ ref, workspace: session.ws.root })
+  if (existsSync(ref)) {
     const target = await realpath(resolve(ref))
     const inStore = relative(session.ws.root, target).split(sep).join("/")
     const rows = await session.db.all<{ hash: string }>("SELECT hash FROM artifacts WHERE path = $1 LIMIT 1", [inStore])
     if (rows[0] !== undefined) return rows[0].hash
-    const isModelFolder = existsSync(join(target, "model.json"))
-    throw notFound(
-      isModelFolder
-        ? "this model folder is not an object of the workspace store, so its training cannot be traced"
-        : "this path is not an object of the workspace store"
-    )
+    throw new ModelPathNotStoredError({ ref, path: target, workspace: session.ws.root })
   }
-  if (!/^[0-9a-f]{4,64}$/.test(ref)) throw notFound("no run has this id, and it is not a hash (4 to 64 hex digits)")
+  if (!/^[0-9a-f]{4,64}$/.test(ref)) throw notFound
   const rows = await session.db.all<{ hash: string }>(
-    "SELECT DISTINCT hash FROM artifacts WHERE hash LIKE $1 || '%' ORDER BY hash LIMIT 2",
+    "SELECT DISTINCT hash FROM artifacts WHERE hash LIKE $1 || '%' ORDER BY hash LIMIT 3",
     [ref]
   )
-  if (rows.length === 0) throw notFound("no run id or recorded artifact hash matches")
-  if (rows.length > 1) throw notFound(`the prefix matches several artifacts (${rows.map((r) => r.hash.slice(0, 12)).join(", ")}...)`)
+  if (rows.length === 0) throw notFound
+  if (rows.length > 1) throw new ModelRefAmbiguousError({ ref, matches: rows.map((row) => row.hash) })
   return rows[0]!.hash
 }
 

@@ -4,7 +4,7 @@
  * with it, through the CLI in child processes and a real workspace database.
  */
 import { spawnSync } from "node:child_process"
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs"
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -14,7 +14,11 @@ import { toUint8Volume } from "../../src/kernels/intensity.ts"
 import { preprocessVolume } from "../../src/kernels/preprocess.ts"
 import { writePhantomDataset } from "../../src/phantom/dataset.ts"
 import { readMetaImage, writeMetaImage } from "../../src/volume/metaimage.ts"
+import { writeBscanCase } from "../../src/volume/bscans.ts"
 import { readNifti } from "../../src/volume/nifti.ts"
+import type { Volume } from "../../src/volume/volume.ts"
+import { matchingOf } from "../../stages/predict-prepare.ts"
+import { describeScan, resolveScanVendor, type ScanMeta } from "../../stages/predict-scan.ts"
 
 const repoRoot = resolve(fileURLToPath(new URL("../..", import.meta.url)))
 const root = mkdtempSync(join(tmpdir(), "octflow-predict-"))
@@ -23,6 +27,9 @@ const scans = join(root, "scans")
 const workspace = join(root, "ws")
 const newCirrus = join(scans, "Cirrus", "NEW001")
 const looseScan = join(root, "loose", "scan.mha")
+const bscanFolder = join(root, "exports", "case42")
+
+afterAll(() => rmSync(root, { recursive: true, force: true }))
 
 const cli = (...args: string[]) => {
   const result = spawnSync(process.execPath, ["--import", "tsx", "src/cli/main.ts", ...args], {
@@ -49,38 +56,42 @@ const printedPath = (stdout: string, label: string): string => {
   return match[1]!
 }
 
-let fullRun = { status: null as number | null, stderr: "" }
-let newCirrusRun = { status: null as number | null, stdout: "", stderr: "" }
-
-beforeAll(async () => {
-  await writePhantomDataset(data, {
-    seed: 11,
-    scale: 0.125,
-    cases: [
-      { vendor: "Spectralis", key: "TRAIN001" },
-      { vendor: "Spectralis", key: "TRAIN002" },
-      { vendor: "Cirrus", key: "TRAIN001" }
-    ]
-  })
-  await writePhantomDataset(scans, {
-    seed: 12,
-    scale: 0.125,
-    cases: [
-      { vendor: "Cirrus", key: "NEW001" },
-      { vendor: "Spectralis", key: "NEW002" }
-    ]
-  })
-  // A lone file in a folder whose name is no vendor, without a reference.
-  mkdirSync(join(root, "loose"))
-  await writeMetaImage(looseScan, await readMetaImage(join(scans, "Spectralis", "NEW002", "oct.mhd")))
-
-  fullRun = cli("full", "--profile", "ci", "--data", data, "--workspace", workspace, "--jobs", "2")
-  newCirrusRun = predict(newCirrus)
-}, 8 * 60_000)
-
-afterAll(() => rmSync(root, { recursive: true, force: true }))
-
 describe("workflow predict", () => {
+  let fullRun = { status: null as number | null, stderr: "" }
+  let newCirrusRun = { status: null as number | null, stdout: "", stderr: "" }
+
+  beforeAll(async () => {
+    await writePhantomDataset(data, {
+      seed: 11,
+      scale: 0.125,
+      cases: [
+        { vendor: "Spectralis", key: "TRAIN001" },
+        { vendor: "Spectralis", key: "TRAIN002" },
+        { vendor: "Cirrus", key: "TRAIN001" }
+      ]
+    })
+    await writePhantomDataset(scans, {
+      seed: 12,
+      scale: 0.125,
+      cases: [
+        { vendor: "Cirrus", key: "NEW001" },
+        { vendor: "Spectralis", key: "NEW002" }
+      ]
+    })
+    // A lone file in a folder whose name is no vendor, without a reference.
+    mkdirSync(join(root, "loose"))
+    await writeMetaImage(looseScan, await readMetaImage(join(scans, "Spectralis", "NEW002", "oct.mhd")))
+    // A B-scan export whose sidecar names the vendor, in a folder whose name is no vendor.
+    await writeBscanCase(bscanFolder, {
+      oct: (await readMetaImage(join(scans, "Spectralis", "NEW002", "oct.mhd"))) as Volume<Uint16Array>,
+      labels: (await readMetaImage(join(scans, "Spectralis", "NEW002", "reference.mhd"))) as Volume<Uint8Array>,
+      vendor: "Spectralis"
+    })
+
+    fullRun = cli("full", "--profile", "ci", "--data", data, "--workspace", workspace, "--jobs", "2")
+    newCirrusRun = predict(newCirrus)
+  }, 8 * 60_000)
+
   it("trains the model first", () => {
     expect(fullRun.stderr).not.toMatch(/^error:/m)
     expect(fullRun.status).toBe(0)
@@ -175,6 +186,16 @@ describe("workflow predict", () => {
     expect(labels.dims).toEqual((await readMetaImage(looseScan)).dims)
   })
 
+  it("predicts a B-scan folder", async () => {
+    const result = predict(bscanFolder)
+    expect(result.stderr).not.toMatch(/^error:/m)
+    expect(result.status).toBe(0)
+    expect(result.stdout).toContain("prediction for case42 (Spectralis)")
+    const labels = await readMetaImage(printedPath(result.stdout, "label volume"))
+    expect(labels.dims).toEqual((await readMetaImage(join(scans, "Spectralis", "NEW002", "oct.mhd"))).dims)
+    expect(printedPath(result.stdout, "metrics")).toMatch(/case42\.json$/)
+  })
+
   it("rejects a scan without vendor", () => {
     const result = predict(looseScan)
     expect(result.status).toBe(2)
@@ -189,11 +210,122 @@ describe("workflow predict", () => {
     expect(result.stderr).toContain("pass a run id")
   })
 
+  it("rejects a run without train", () => {
+    const runId = query<{ id: string }>("SELECT id FROM runs WHERE workflow = 'predict' LIMIT 1")[0]!.id
+    const result = predict(newCirrus, "--model", runId)
+    expect(result.status).toBe(2)
+    expect(result.stderr).toContain(`is a predict run without a finished train stage`)
+  })
+
+  it("rejects a path outside the store", () => {
+    const result = predict(newCirrus, "--model", data)
+    expect(result.status).toBe(2)
+    expect(result.stderr).toContain(`${data} is not an object of workspace`)
+  })
+
   it("rejects a non-model artifact", () => {
     const metrics = query<{ hash: string }>("SELECT hash FROM artifacts WHERE stage = 'evaluate' AND port = 'metrics' LIMIT 1")
     const result = predict(newCirrus, "--model", metrics[0]!.hash.slice(0, 16))
     expect(result.status).toBe(2)
     expect(result.stderr).toContain("output evaluate.metrics")
     expect(result.stderr).toContain("not a model of the train stage")
+  })
+})
+
+describe("resolveScanVendor", () => {
+  const meta = (parentFolder: string, sidecarVendor: string | null): ScanMeta => ({
+    format: "metaimage",
+    scheme: "retouch",
+    octFile: "scan.mha",
+    referenceFile: null,
+    parentFolder,
+    sidecarVendor,
+    sidecar: null
+  })
+
+  it.each([
+    { case: "request wins", requested: "cirrus", folder: "Topcon", sidecar: "Topcon", vendor: "Cirrus", source: "requested" },
+    { case: "sidecar before folder", requested: "auto", folder: "Cirrus", sidecar: "Topcon", vendor: "Topcon", source: "sidecar" },
+    { case: "RETOUCH folder", requested: "auto", folder: "RETOUCH-TestSet-Spectralis", sidecar: null, vendor: "Spectralis", source: "folder" }
+  ])("decides by $case", ({ requested, folder, sidecar, vendor, source }) => {
+    expect(resolveScanVendor("/x/scan.mha", meta(folder, sidecar), requested)).toEqual({ vendor, source })
+  })
+
+  it.each([
+    { case: "unknown folder", requested: "auto", folder: "scans", sidecar: null, value: null },
+    { case: "unknown request", requested: "Zeiss", folder: "Cirrus", sidecar: null, value: "Zeiss" },
+    { case: "unknown sidecar vendor", requested: "auto", folder: "Cirrus", sidecar: "Optovue", value: "Optovue" }
+  ])("rejects $case", ({ requested, folder, sidecar, value }) => {
+    expect(() => resolveScanVendor("/x/scan.mha", meta(folder, sidecar), requested)).toThrow(
+      expect.objectContaining({ _tag: "ScanVendorError", value })
+    )
+  })
+})
+
+describe("matchingOf", () => {
+  const histogram = Array.from({ length: 256 }, (_, value) => value % 7)
+
+  it("ignores info for Spectralis", () => {
+    expect(matchingOf("info.json", {}, "Spectralis")).toEqual({ referenceHistogram: null, zMedianVendors: [] })
+  })
+
+  it("reads histogram and z-median vendors", () => {
+    const matching = matchingOf("info.json", { referenceHistogram: histogram, zMedianVendors: ["Topcon"] }, "Cirrus")
+    expect(matching.referenceHistogram).toBe(histogram)
+    expect(matching.zMedianVendors).toEqual(["Topcon"])
+  })
+
+  it.each([
+    { case: "missing z-median vendors", info: { referenceHistogram: histogram }, tag: "TrainingInfoOutdatedError" },
+    { case: "missing histogram", info: { zMedianVendors: ["Cirrus" as const] }, tag: "TrainingInfoOutdatedError" },
+    { case: "null histogram", info: { referenceHistogram: null, zMedianVendors: [] }, tag: "NoReferenceHistogramError" },
+    { case: "short histogram", info: { referenceHistogram: [1, 2], zMedianVendors: [] }, tag: "ReferenceHistogramInvalidError" }
+  ])("rejects $case", ({ info, tag }) => {
+    expect(() => matchingOf("info.json", info, "Topcon")).toThrow(expect.objectContaining({ _tag: tag, path: "info.json" }))
+  })
+})
+
+describe("describeScan", () => {
+  const dir = mkdtempSync(join(tmpdir(), "octflow-scan-"))
+  const tiny = { dims: [2, 2, 1] as const, spacingMm: [1, 1, 1] as const, dtype: "uint8" as const, data: new Uint8Array(4) }
+
+  beforeAll(async () => {
+    mkdirSync(join(dir, "Cirrus", "CASE1"), { recursive: true })
+    await writeMetaImage(join(dir, "Cirrus", "CASE1", "oct.mhd"), tiny)
+    await writeMetaImage(join(dir, "Cirrus", "CASE1", "reference.mhd"), tiny)
+    await writeMetaImage(join(dir, "lone.mha"), tiny)
+    writeFileSync(join(dir, "notes.txt"), "not a scan")
+    mkdirSync(join(dir, "empty"))
+  })
+
+  afterAll(() => rmSync(dir, { recursive: true, force: true }))
+
+  it("keys a lone file by stem", async () => {
+    const item = await describeScan(join(dir, "lone.mha"))
+    expect(item.key).toBe("lone")
+    expect(item.files).toEqual([join(dir, "lone.mha")])
+  })
+
+  it("reads a case folder with reference", async () => {
+    const item = await describeScan(join(dir, "Cirrus", "CASE1"))
+    const meta = item.meta as unknown as ScanMeta
+    expect(item.key).toBe("CASE1")
+    expect(item.files).toHaveLength(4)
+    expect(meta.referenceFile).toBe("reference.mhd")
+    expect(meta.parentFolder).toBe("Cirrus")
+  })
+
+  it("treats oct.mhd as its case", async () => {
+    const item = await describeScan(join(dir, "Cirrus", "CASE1", "oct.mhd"))
+    expect(item.key).toBe("CASE1")
+    expect((item.meta as unknown as ScanMeta).referenceFile).toBe("reference.mhd")
+  })
+
+  it.each([
+    { case: "missing path", name: "absent.mha", tag: "ScanNotFoundError" },
+    { case: "text file", name: "notes.txt", tag: "ScanFormatError" },
+    { case: "folder without OCT", name: "empty", tag: "ScanFormatError" }
+  ])("rejects $case", async ({ name, tag }) => {
+    await expect(describeScan(join(dir, name))).rejects.toMatchObject({ _tag: tag, path: join(dir, name) })
   })
 })
