@@ -42,7 +42,7 @@ export interface RunOptions extends PlanRequest {
   readonly noWait?: boolean
   readonly argv?: ReadonlyArray<string>
   readonly reporter?: (event: RunEvent) => void
-  /** Point `<workspace>/latest` at this run (default true); side runs such as predict keep the study's. */
+  /** Whether `<workspace>/latest` moves to this run (default true). Predict runs pass false, so it stays on the study. */
   readonly updateLatest?: boolean
 }
 

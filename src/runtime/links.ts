@@ -16,8 +16,9 @@ const safeName = (item: string) => item.replace(/[/\\]/g, "_")
 
 /**
  * Link `runs/<run-id>/<stage>` to a view folder `views/<hash>/<port>[/<item>]` whose entries
- * link to the objects, and point `latest` at the run unless `updateLatest` is false. A view is named by the hash of its
- * entries, so a rerun with unchanged outputs reuses it and costs one link per stage.
+ * link to the objects, and point `latest` at the run unless `updateLatest` is false. A view
+ * is named by the hash of its entries, so a rerun with unchanged outputs reuses it and costs
+ * one link per stage.
  */
 export async function linkRun(
   ws: Layout, runId: string, plan: Plan, tasks: ReadonlyMap<string, PlanTask>, outputsOf: (task: PlanTask) => TaskOutputs,

@@ -49,7 +49,7 @@ const query = <Row>(sql: string): Row[] => {
   return JSON.parse(result.stdout) as Row[]
 }
 
-/** The path printed after `label`, e.g. "label volume   /ws/runs/.../TRAIN001.mha". */
+/** Returns the path printed after `label`, as in "label volume   /ws/runs/.../NEW001.mha". */
 const printedPath = (stdout: string, label: string): string => {
   const match = new RegExp(`^  ${label}\\s+(\\S+)`, "m").exec(stdout)
   if (match === null) throw new Error(`no "${label}" line in:\n${stdout}`)
