@@ -187,7 +187,7 @@ describe("workflow predict", () => {
   })
 
   it("predicts a B-scan folder", async () => {
-    const result = predict(bscanFolder)
+    const result = predict(bscanFolder, "--model", join(workspace, "latest", "train", "best"))
     expect(result.stderr).not.toMatch(/^error:/m)
     expect(result.status).toBe(0)
     expect(result.stdout).toContain("prediction for case42 (Spectralis)")
