@@ -45,7 +45,9 @@ export const workflow = Workflow.make({
       evaluate: { overlaySlices: 1, batchSize: 32 }
     }
   },
-  seed: 2018,
+  // With this seed the sample's split holds out UMN24, the one sample case with fluid-free
+  // B-scans, so its detection AUC is defined; training then fits UMN26 and validates on DUKE01.
+  seed: 7,
   outputs: {
     metrics: "evaluate/metrics.json",
     "label volumes": "evaluate/labels",
