@@ -6,17 +6,20 @@
  * median. Both settings come from a preprocess info artifact of the training run.
  *
  * Writes the uint8 volume, the label volume (the scan's reference, or 255 everywhere when
- * it has none) and a JSON summary.
+ * it has none), the entropy ROI mask (src/kernels/roi.ts) that the predict stage restricts
+ * labels to, and a JSON summary.
  */
 import { readFile, writeFile } from "node:fs/promises"
 import { Data, Effect, Schema } from "effect"
 import { preprocessVolume } from "../src/kernels/preprocess.ts"
+import { roiVolume } from "../src/kernels/roi.ts"
 import * as Stage from "../src/runtime/stage.ts"
 import { loadCase, type Vendor, vendorGeometry } from "../src/volume/dataset.ts"
 import { summarizeSlices, UNLABELLED } from "../src/volume/labels.ts"
 import { writeMetaImage } from "../src/volume/metaimage.ts"
 import { makeVolume, type Volume } from "../src/volume/volume.ts"
 import type { CaseInfo } from "./preprocess.ts"
+import { RoiParams } from "./roi.ts"
 import { caseOfScan, resolveScanVendor, scanPathOf, type ScanMeta, type VendorSource } from "./predict-scan.ts"
 import { attempt, attemptPromise } from "./support/effect.ts"
 
@@ -79,7 +82,9 @@ export const PrepareParams = Schema.Struct({
   /** Cirrus, Spectralis or Topcon; "auto" takes the sidecar's vendor, else the parent folder's name. */
   vendor: Schema.String.pipe(Schema.withDecodingDefaultKey(Effect.succeed("auto"))),
   /** Check element type and B-scan height against the vendor's scanner. */
-  strictGeometry: Schema.Boolean.pipe(Schema.withDecodingDefaultKey(Effect.succeed(true)))
+  strictGeometry: Schema.Boolean.pipe(Schema.withDecodingDefaultKey(Effect.succeed(true))),
+  /** ROI params; `workflow predict` sets those of the model's training run. */
+  roi: RoiParams.pipe(Schema.withDecodingDefaultKey(Effect.succeed({})))
 })
 
 /** The summary file of a prepared scan, which the predict stage reads. */
@@ -138,6 +143,7 @@ export const prepare = Stage.make({
   outputs: {
     volume: Stage.file(".mha"),
     labels: Stage.file(".mha"),
+    roi: Stage.file(".mha"),
     info: Stage.file(".json")
   },
   run: (ctx) =>
@@ -161,6 +167,11 @@ export const prepare = Stage.make({
       yield* attemptPromise(() =>
         writeMetaImage(ctx.outputs.labels, { ...labelVolume, spacingMm: oct.spacingMm }, { compress: true })
       )
+      // NOTE: unlike the training roi stage, the mask is not OR-ed with the reference's fluid,
+      // so a prediction never depends on the reference. Its metrics can therefore be lower
+      // than the evaluate stage's on the same case.
+      const roiMask = yield* attempt(() => roiVolume(volume, undefined, ctx.params.roi))
+      yield* attemptPromise(() => writeMetaImage(ctx.outputs.roi, roiMask, { compress: true }))
       ctx.progress(2, 3, "preprocessed")
 
       const matched = vendor !== "Spectralis"

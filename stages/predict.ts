@@ -1,6 +1,7 @@
 /**
  * predict (per scan): tiled inference of a trained model over every B-scan of a prepared
- * scan (src/eval/predict.ts), exactly as the evaluate stage runs it. Writes the label volume
+ * scan (src/eval/predict.ts), exactly as the evaluate stage runs it, with labels outside the
+ * scan's ROI set to background. Writes the label volume
  * as MetaImage and NIfTI with the scan's dims and spacing, overlay PNGs, and metrics.json
  * with the predicted volume of each class in mm^3. When the scan has a reference, it also
  * holds the RETOUCH measures (Dice, absolute volume difference, detection AUC), which are
@@ -30,6 +31,11 @@ export const PredictParams = Schema.Struct({
   overlaySlices: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(3))),
   /** Explicit B-scan indices to draw, in place of the most-fluid choice, when not empty. */
   overlayZ: Schema.Array(Schema.Int).pipe(Schema.withDecodingDefaultKey(Effect.succeed<ReadonlyArray<number>>([]))),
+  /**
+   * Labels voxels outside the scan's ROI mask as background, as the evaluate stage does.
+   * Training patches come from inside the ROI only, so the network never saw the rest.
+   */
+  restrictToRoi: Schema.Boolean.pipe(Schema.withDecodingDefaultKey(Effect.succeed(true))),
   ...TileParams
 })
 
@@ -54,6 +60,7 @@ export const predict = Stage.make({
   inputs: {
     volume: Stage.output("prepare", "volume"),
     reference: Stage.output("prepare", "labels"),
+    roi: Stage.output("prepare", "roi"),
     info: Stage.output("prepare", "info"),
     model: Stage.artifact("model", { producedBy: ["train.best", "train.model"] }),
     history: Stage.artifact("history", { producedBy: ["train.history"] })
@@ -73,6 +80,7 @@ export const predict = Stage.make({
       const reference = info.hasReference
         ? ((yield* attemptPromise(() => readMetaImage(ctx.inputs.reference.path))) as Volume<Uint8Array>)
         : undefined
+      const roiMask = params.restrictToRoi ? yield* attemptPromise(() => readMetaImage(ctx.inputs.roi.path)) : undefined
 
       const { predictor, backend, tileHeight, tileWidth, dispose } = yield* loadTiledPredictor({
         modelDir: ctx.inputs.model.path,
@@ -96,6 +104,7 @@ export const predict = Stage.make({
           },
           inference: {
             batchSize: params.batchSize,
+            ...(roiMask === undefined ? {} : { mask: roiMask }),
             onProgress: (slice, total) => ctx.progress(slice, total, info.key)
           },
           absentClassRule: params.absentClassRule

@@ -3,11 +3,13 @@
  *
  * The model reference is resolved against the workspace database. By default it is the
  * `best` model of the train stage of the newest successful run. A run id picks that run's
- * `best`, and an artifact hash, hash prefix or path must name a train model output. Through the
- * train execution's lineage the command also finds the model's history file and a
- * preprocess info of its training cases, which carries the Spectralis reference histogram.
- * All three go to the predict workflow as run-time artifacts, so the outputs' lineage
- * reaches the model and the training data.
+ * `best`, and an artifact hash, hash prefix or path must name a train model output.
+ *
+ * Through the train execution's lineage the command also finds the model's history file, a
+ * preprocess info of its training cases (which carries the Spectralis reference histogram)
+ * and the roi params of the training masks. The model, history and info go to the predict
+ * workflow as run-time artifacts, so the outputs' lineage reaches the model and the
+ * training data. The roi params go in as params of the prepare stage.
  */
 import { existsSync } from "node:fs"
 import { chmod, copyFile, mkdir, readdir, readFile, realpath, rm } from "node:fs/promises"
@@ -116,6 +118,8 @@ export interface ResolvedModel {
   readonly runId: string | null
   readonly history: string
   readonly preprocessInfo: string
+  /** Params of the roi stage that made the training cases' masks; null when none is recorded. */
+  readonly roiParams: Readonly<Record<string, unknown>> | null
 }
 
 interface ArtifactRow {
@@ -211,13 +215,22 @@ async function trainingRecordsOf(session: WorkspaceSession, ref: string, hash: s
     [executionId]
   )
   if (infos.length === 0) throw new TrainingRecordError({ model: hash, executionId, missing: "preprocess info input" })
+
+  const roiRuns = await session.db.all<{ params: string }>(
+    `SELECT e.params::VARCHAR AS params FROM lineage l
+     JOIN artifacts a ON a.hash = l.hash AND a.stage = 'roi' AND a.port = 'mask'
+     JOIN executions e ON e.id = a.execution_id
+     WHERE l.execution_id = $1 AND l.input = 'rois' ORDER BY e.id DESC LIMIT 1`,
+    [executionId]
+  )
   return {
     model: hash,
     port: model.port!,
     executionId,
     runId,
     history: history[0].hash,
-    preprocessInfo: await pickMatchingInfo(session, infos)
+    preprocessInfo: await pickMatchingInfo(session, infos),
+    roiParams: roiRuns[0] === undefined ? null : (JSON.parse(roiRuns[0].params) as Record<string, unknown>)
   }
 }
 
@@ -280,6 +293,9 @@ export async function predictScan(request: PredictRequest): Promise<PredictOutpu
   const overrides: Array<string> = []
   if (request.vendor !== undefined) overrides.push(`prepare.vendor=${JSON.stringify(request.vendor)}`)
   if (request.skipGeometryCheck === true) overrides.push("prepare.strictGeometry=false")
+  // The scan's ROI is computed with the training run's roi params, so the mask is the one
+  // the network's training patches were drawn from.
+  if (model.roiParams !== null) overrides.push(`prepare.roi=${JSON.stringify(model.roiParams)}`)
   const summary = await runWorkflow({
     workflow: predictWorkflow,
     workspace: request.workspace,
