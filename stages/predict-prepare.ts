@@ -10,7 +10,9 @@
  * labels to, and a JSON summary.
  */
 import { readFile, writeFile } from "node:fs/promises"
-import { Data, Effect, Schema } from "effect"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
 import { preprocessVolume } from "../src/kernels/preprocess.ts"
 import { roiVolume } from "../src/kernels/roi.ts"
 import * as Stage from "../src/runtime/stage.ts"

@@ -8,7 +8,8 @@
  */
 import { readdir, stat } from "node:fs/promises"
 import { basename, dirname, join, resolve, sep } from "node:path"
-import { Data, Effect } from "effect"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
 import type { Json, Source, SourceItem, SourceItemRef } from "../src/runtime/stage.ts"
 import { listBscanCase, SIDECAR_NAME } from "../src/volume/bscans.ts"
 import { type DatasetCase, type Vendor, vendorFromFolder, vendors } from "../src/volume/dataset.ts"

@@ -11,7 +11,8 @@
  * output reaches the train execution and, through it, the training data.
  */
 import { readFile, writeFile } from "node:fs/promises"
-import { Effect, Schema } from "effect"
+import * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
 import * as Stage from "../src/runtime/stage.ts"
 import { schemeClassNames } from "../src/volume/labels.ts"
 import { readMetaImage } from "../src/volume/metaimage.ts"

@@ -14,7 +14,7 @@
 import { existsSync } from "node:fs"
 import { chmod, copyFile, mkdir, readdir, readFile, realpath, rm } from "node:fs/promises"
 import { basename, join, relative, resolve, sep } from "node:path"
-import { Data } from "effect"
+import * as Data from "effect/Data"
 import { runWorkflow, type RunEvent, type RunSummary } from "../runtime/executor.ts"
 import { taskKey } from "../runtime/plan.ts"
 import { openForRead, type WorkspaceSession } from "../runtime/session.ts"

@@ -6,7 +6,8 @@
  * planning fast.
  */
 import { readFile } from "node:fs/promises"
-import { Effect, Schema } from "effect"
+import * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
 import type { Predictor } from "../../src/eval/infer.ts"
 import type { BackendInfo } from "../../src/ml/backend.ts"
 import type { UnetConfig } from "../../src/ml/unet.ts"
