@@ -8,6 +8,7 @@ import { UnknownName } from "../runtime/errors.ts"
 import type { Workflow } from "../runtime/workflow.ts"
 
 const workflowFiles: Readonly<Record<string, string>> = {
+  predict: "predict.ts",
   retouch: "retouch.ts",
   synthetic: "synthetic.ts"
 }
