@@ -339,3 +339,65 @@ describe("Mean gradient", () => {
     })
   }
 })
+
+/** A shape of rank 1 to 5 with extents 0 to 4, and padding of 0 to 3 on each side. */
+const padCaseArbitrary = fc.array(fc.integer({ min: 0, max: 4 }), { minLength: 1, maxLength: 5 }).chain((shape) =>
+  fc.record({
+    shape: fc.constant(shape),
+    dtype: dtypeArbitrary,
+    paddings: fc.tuple(...shape.map(() => fc.tuple(fc.integer({ min: 0, max: 3 }), fc.integer({ min: 0, max: 3 })))),
+    constant: fc.integer({ min: -3, max: 3 })
+  })
+)
+
+describe("wasm PadV2", () => {
+  beforeAll(async () => {
+    await initBackend({ backend: "cpu" })
+    await initBackend({ backend: "wasm" })
+  })
+
+  it("pads a row by hand", async () => {
+    await tf.setBackend("wasm")
+    const x = tf.tensor2d([1, 2, 3, 4], [2, 2])
+    const padded = tf.pad(x, [
+      [1, 0],
+      [0, 1]
+    ], 9)
+    expect(padded.shape).toEqual([3, 3])
+    expect(Array.from(await padded.data())).toEqual([9, 9, 9, 1, 2, 9, 3, 4, 9])
+    tf.dispose([x, padded])
+  })
+
+  it("matches cpu on random paddings", async () => {
+    await fc.assert(
+      fc.asyncProperty(padCaseArbitrary, fc.integer({ min: 1, max: 1000 }), async (c, seed) => {
+        const values = valuesFor(sizeOf(c.shape), c.dtype, seed)
+        const paddings = c.paddings.map(([before, after]) => [before, after] as [number, number])
+        const { cpu, wasm } = await onBothBackends(() => tf.pad(tf.tensor(values, c.shape, c.dtype), paddings, c.constant))
+        expect(wasm).toEqual(cpu)
+      }),
+      { numRuns: 150 }
+    )
+  })
+
+  it("slice gradient matches cpu", async () => {
+    const shape = [2, 6, 7, 4]
+    const weights = valuesFor(2 * 4 * 3 * 4, "float32", 61)
+    const { cpu, wasm } = await onBothBackends(() => {
+      const x = tf.tensor(valuesFor(sizeOf(shape), "float32", 62), shape)
+      return tf.grad((a: tf.Tensor) => tf.sum(tf.mul(tf.slice(a, [0, 1, 2, 0], [2, 4, 3, 4]), tf.tensor(weights, [2, 4, 3, 4]))))(x)
+    })
+    expect(wasm).toEqual(cpu)
+  })
+
+  it("int32 fallback runs the package kernel", async () => {
+    // The package's PadV2 needs its setup to have run, which replacing it must keep.
+    const { callOriginalKernel } = await import("../../src/ml/kernels/original.ts")
+    await tf.setBackend("wasm")
+    const x = tf.tensor1d([4, 5], "int32")
+    const info = callOriginalKernel(tf.PadV2, "wasm", { inputs: { x }, backend: tf.backend(), attrs: { paddings: [[1, 1]], constantValue: 7 } }) as tf.TensorInfo
+    const padded = tf.engine().makeTensorFromTensorInfo(info)
+    expect(Array.from(await padded.data())).toEqual([7, 4, 5, 7])
+    tf.dispose([x, padded])
+  })
+})

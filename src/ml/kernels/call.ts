@@ -87,3 +87,26 @@ export function padOrCropHW(
   if (current !== x) release(backend, current)
   return padded
 }
+
+/**
+ * Splits a pad-or-crop of axes 1 and 2 into its crop, applied here, and its padding,
+ * returned as explicit Conv2D padding. The convolution then pads implicitly and no padded
+ * copy of `x` is made.
+ */
+export function cropForConvPadding(
+  backend: Backend,
+  x: TensorInfo,
+  top: number,
+  bottom: number,
+  left: number,
+  right: number
+): { readonly input: TensorInfo; readonly pad: tf.backend_util.ExplicitPadding } {
+  const input = padOrCropHW(backend, x, Math.min(0, top), Math.min(0, bottom), Math.min(0, left), Math.min(0, right))
+  const pad: tf.backend_util.ExplicitPadding = [
+    [0, 0],
+    [Math.max(0, top), Math.max(0, bottom)],
+    [Math.max(0, left), Math.max(0, right)],
+    [0, 0]
+  ]
+  return { input, pad }
+}

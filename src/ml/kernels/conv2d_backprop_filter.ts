@@ -9,7 +9,7 @@
  * then does the work.
  */
 import * as tf from "@tensorflow/tfjs-core"
-import { type Backend, callWasmKernel, padOrCropHW, release, type TensorInfo, transpose } from "./call.ts"
+import { type Backend, callWasmKernel, cropForConvPadding, release, type TensorInfo, transpose } from "./call.ts"
 
 interface BackpropFilterAttrs {
   readonly strides: [number, number] | number
@@ -44,17 +44,17 @@ function conv2dBackpropFilter(args: { inputs: tf.NamedTensorInfoMap; backend: Ba
   const right = (outWidth - 1) * strideWidth + filterWidth - info.inWidth - left
 
   const swappedX = transpose(backend, x, [3, 1, 2, 0])
-  const paddedX = padOrCropHW(backend, swappedX, top, bottom, left, right)
+  const cropped = cropForConvPadding(backend, swappedX, top, bottom, left, right)
   const dyAsFilter = transpose(backend, dy, [1, 2, 0, 3])
   const convolved = callWasmKernel(
     "Conv2D",
     backend,
-    { x: paddedX, filter: dyAsFilter },
-    { strides: [1, 1], pad: "valid", dataFormat: "NHWC", dilations: [strideHeight, strideWidth] }
+    { x: cropped.input, filter: dyAsFilter },
+    { strides: [1, 1], pad: cropped.pad, dataFormat: "NHWC", dilations: [strideHeight, strideWidth] }
   )
   // convolved is [c, fh, fw, k]; the filter gradient is [fh, fw, c, k].
   const result = transpose(backend, convolved, [1, 2, 0, 3])
-  release(backend, swappedX, paddedX, dyAsFilter, convolved)
+  release(backend, swappedX, cropped.input, dyAsFilter, convolved)
   return result
 }
 

@@ -15,6 +15,7 @@ import * as tf from "@tensorflow/tfjs-core"
 import {
   type Backend,
   callWasmKernel,
+  cropForConvPadding,
   pad,
   padOrCropHW,
   release,
@@ -102,17 +103,17 @@ function conv2dBackpropInput(args: { inputs: tf.NamedTensorInfoMap; backend: Bac
   const newLeft = filterWidth - 1 - left
   const newBottom = inHeight + filterHeight - 1 - newTop - outHeight * strideHeight
   const newRight = inWidth + filterWidth - 1 - newLeft - outWidth * strideWidth
-  const padded = padOrCropHW(backend, dilated, newTop, newBottom, newLeft, newRight)
+  const cropped = cropForConvPadding(backend, dilated, newTop, newBottom, newLeft, newRight)
 
   const flipped = callWasmKernel("Reverse", backend, { x: filter }, { dims: [0, 1] })
   const flippedSwapped = transpose(backend, flipped, [0, 1, 3, 2])
   const result = callWasmKernel(
     "Conv2D",
     backend,
-    { x: padded, filter: flippedSwapped },
-    { strides: [1, 1], pad: "valid", dataFormat: "NHWC", dilations: [1, 1] }
+    { x: cropped.input, filter: flippedSwapped },
+    { strides: [1, 1], pad: cropped.pad, dataFormat: "NHWC", dilations: [1, 1] }
   )
-  release(backend, dilated, padded, flipped, flippedSwapped)
+  release(backend, dilated, cropped.input, flipped, flippedSwapped)
   return result
 }
 

@@ -1,10 +1,14 @@
 /**
- * Registers this project's kernels. Forward, for wasm: Slice, SplitV and Concat that copy
- * inside the heap in long runs (tfjs-backend-wasm 4.22 copies one pixel's channels per
- * call), and an Identity that shares memory instead of copying. Gradients, for wasm: tfjs-backend-wasm 4.22 has no Conv2DBackpropFilter, its
- * Conv2DBackpropInput is a slow direct loop, and its MaxPoolGrad drops gradient entries. For cpu and wasm alike: ResizeNearestNeighborGrad, whose cpu
- * version is wrong for batches of more than one. For all backends: a FusedBatchNorm gradient
- * with fewer full-size temporaries, and a Mean gradient without a full-size array of ones.
+ * Registers this project's kernels.
+ * - Forward, for wasm: Slice, SplitV, Concat and PadV2 that copy inside the heap in long
+ *   runs (tfjs-backend-wasm 4.22's Slice and Concat copy one pixel's channels per call),
+ *   and an Identity that shares memory instead of copying.
+ * - Gradients, for wasm: tfjs-backend-wasm 4.22 has no Conv2DBackpropFilter, its
+ *   Conv2DBackpropInput is a slow direct loop, and its MaxPoolGrad drops gradient entries.
+ * - For cpu and wasm alike: ResizeNearestNeighborGrad, whose cpu version is wrong for
+ *   batches of more than one.
+ * - For all backends: a FusedBatchNorm gradient with fewer full-size temporaries, and a
+ *   Mean gradient without a full-size array of ones.
  * Registering again does nothing.
  */
 import * as tf from "@tensorflow/tfjs-core"
@@ -16,10 +20,17 @@ import { identityConfig } from "./identity.ts"
 import { maxPoolGradConfig } from "./max_pool_grad.ts"
 import { registerMeanGradient } from "./mean_grad.ts"
 import { rememberOriginalKernel } from "./original.ts"
+import { padV2Config } from "./pad.ts"
 import { resizeNearestNeighborGradConfig, resizeNearestNeighborGradCpuConfig } from "./resize_nearest_neighbor_grad.ts"
 import { sliceConfig, splitVConfig } from "./slice.ts"
 
-export const wasmForwardKernels: ReadonlyArray<tf.KernelConfig> = [sliceConfig, splitVConfig, concatConfig, identityConfig]
+export const wasmForwardKernels: ReadonlyArray<tf.KernelConfig> = [
+  sliceConfig,
+  splitVConfig,
+  concatConfig,
+  padV2Config,
+  identityConfig
+]
 
 export const wasmGradientKernels: ReadonlyArray<tf.KernelConfig> = [
   conv2dBackpropFilterConfig,
@@ -49,10 +60,14 @@ function registerAll(configs: ReadonlyArray<tf.KernelConfig>): void {
     const existing = tf.getKernel(config.kernelName, config.backendName)
     if (existing?.kernelFunc === config.kernelFunc) continue
     // Replaces the package's own kernel where it has one, keeping it for fallbacks.
-    if (existing !== undefined) {
-      rememberOriginalKernel(config.kernelName, config.backendName, existing.kernelFunc)
-      tf.unregisterKernel(config.kernelName, config.backendName)
+    if (existing === undefined) {
+      tf.registerKernel(config)
+      continue
     }
-    tf.registerKernel(config)
+    rememberOriginalKernel(config.kernelName, config.backendName, existing.kernelFunc)
+    tf.unregisterKernel(config.kernelName, config.backendName)
+    // The original's setup (such as binding its wasm function) must still run for fallbacks.
+    const setupFunc = config.setupFunc ?? existing.setupFunc
+    tf.registerKernel(setupFunc === undefined ? config : { ...config, setupFunc })
   }
 }

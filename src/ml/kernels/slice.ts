@@ -68,43 +68,62 @@ export function sliceHeapTensor(
 ): tf.TensorInfo {
   const out = backend.makeOutput([...size], x.dtype)
   if (size.some((extent) => extent === 0) || !isHeapDtype(x.dtype)) return out
-  const merged = mergeSliceAxes(x.shape, begin, size)
-  const rank = merged.shape.length
   const { heap, offsetOf } = heapElements(backend, x.dtype, out)
+  copyBox(heap, mergeSliceAxes(x.shape, begin, size), offsetOf(x), offsetOf(out), "gather")
+  return out
+}
 
-  // Row-major strides of the merged input; the last merged axis is the contiguous run.
+/**
+ * Copies between a box of a larger row-major tensor and a contiguous tensor of the box's
+ * shape. The large tensor has extents `box.shape`, and the box starts at `box.begin` with
+ * extents `box.size`. "gather" reads the box into the contiguous tensor (Slice), and
+ * "scatter" writes the contiguous tensor into the box (Pad). Offsets are heap elements of
+ * each tensor's first element.
+ */
+export function copyBox(
+  heap: Int32Array | Uint8Array,
+  box: MergedSlice,
+  largeStart: number,
+  contiguousStart: number,
+  direction: "gather" | "scatter"
+): void {
+  const rank = box.shape.length
+
+  // Row-major strides of the large tensor; the last merged axis is the contiguous run.
   const strides = new Array<number>(rank)
   strides[rank - 1] = 1
-  for (let axis = rank - 2; axis >= 0; axis--) strides[axis] = strides[axis + 1]! * merged.shape[axis + 1]!
-  let source = offsetOf(x)
-  for (let axis = 0; axis < rank; axis++) source += merged.begin[axis]! * strides[axis]!
-  const runLength = merged.size[rank - 1]!
-  let target = offsetOf(out)
+  for (let axis = rank - 2; axis >= 0; axis--) strides[axis] = strides[axis + 1]! * box.shape[axis + 1]!
+  let large = largeStart
+  for (let axis = 0; axis < rank; axis++) large += box.begin[axis]! * strides[axis]!
+  const runLength = box.size[rank - 1]!
+  let contiguous = contiguousStart
+  const copy = (rows: number, largeStride: number) => {
+    if (direction === "gather") copyRuns(heap, large, largeStride, contiguous, runLength, runLength, rows)
+    else copyRuns(heap, contiguous, runLength, large, largeStride, runLength, rows)
+  }
   if (rank === 1) {
-    copyRuns(heap, source, 0, target, 0, runLength, 1)
-    return out
+    copy(1, 0)
+    return
   }
 
-  // One copyRuns call copies the second-to-last axis. An odometer walks the axes before
-  // it and keeps `source` at the start of the current block.
+  // One copy call covers the second-to-last axis. An odometer walks the axes before it
+  // and keeps `large` at the start of the current block.
   const rowAxis = rank - 2
-  const rows = merged.size[rowAxis]!
-  const blockLength = rows * runLength
+  const rows = box.size[rowAxis]!
   const index = new Array<number>(rowAxis).fill(0)
   let blocks = 1
-  for (let axis = 0; axis < rowAxis; axis++) blocks *= merged.size[axis]!
+  for (let axis = 0; axis < rowAxis; axis++) blocks *= box.size[axis]!
   for (let block = 0; block < blocks; block++) {
-    copyRuns(heap, source, strides[rowAxis]!, target, runLength, runLength, rows)
-    target += blockLength
+    copy(rows, strides[rowAxis]!)
+    contiguous += rows * runLength
     for (let axis = rowAxis - 1; axis >= 0; axis--) {
       index[axis]! += 1
-      source += strides[axis]!
-      if (index[axis]! < merged.size[axis]!) break
-      source -= merged.size[axis]! * strides[axis]!
+      large += strides[axis]!
+      if (index[axis]! < box.size[axis]!) break
+      large -= box.size[axis]! * strides[axis]!
       index[axis] = 0
     }
   }
-  return out
 }
 
 interface SliceAttrs {
