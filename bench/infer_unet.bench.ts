@@ -10,7 +10,7 @@
  * Usage: npx tsx bench/infer_unet.bench.ts [PASSES]   (default 7)
  */
 import { mkdirSync, writeFileSync } from "node:fs"
-import { cpus, totalmem } from "node:os"
+import { cpus, loadavg, totalmem } from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import * as tf from "@tensorflow/tfjs-core"
@@ -95,7 +95,15 @@ const met = ours.tileMs < packaged.tileMs && ours.sliceConcatShare < 0.2
 const report = {
   benchmark: "infer_unet",
   date: new Date().toISOString(),
-  machine: { cpu: cpus()[0]?.model ?? "unknown", cores: cpus().length, memoryBytes: totalmem(), node: process.version },
+  machine: {
+    cpu: cpus()[0]?.model ?? "unknown",
+    cores: cpus().length,
+    memoryBytes: totalmem(),
+    node: process.version,
+    // 1, 5 and 15 minute load averages when the report was written: above the core count,
+    // other processes competed for the CPU and the timings are inflated.
+    loadAverage: loadavg()
+  },
   backend,
   target: "512 x 512 cpu-config tile faster with this project's wasm kernels than with the package's, and Slice + Concat < 20% of kernel time",
   note: "Timings are medians of wall time; other processes shared the cores, so treat them as estimates. Kernel times come from one tf.profile pass.",

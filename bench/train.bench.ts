@@ -15,7 +15,7 @@
  */
 import { spawnSync } from "node:child_process"
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
-import { cpus, tmpdir, totalmem } from "node:os"
+import { cpus, loadavg, tmpdir, totalmem } from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import * as tf from "@tensorflow/tfjs-core"
@@ -255,7 +255,15 @@ for (const plan of plans) {
 const report = {
   benchmark: "train",
   date: new Date().toISOString(),
-  machine: { cpu: cpus()[0]?.model ?? "unknown", cores: cpus().length, memoryBytes: totalmem(), node: process.version },
+  machine: {
+    cpu: cpus()[0]?.model ?? "unknown",
+    cores: cpus().length,
+    memoryBytes: totalmem(),
+    node: process.version,
+    // 1, 5 and 15 minute load averages when the report was written: above the core count,
+    // other processes competed for the CPU and the timings are inflated.
+    loadAverage: loadavg()
+  },
   backend,
   target: "wasm training step time <= PyTorch (1 thread) step time, same architecture, loss, optimiser and batch",
   note: "Timings are medians; other processes shared the cores, so treat them as estimates.",
