@@ -14,8 +14,8 @@ import { toUint8Volume } from "../src/kernels/intensity.ts"
 import * as Stage from "../src/runtime/stage.ts"
 import { attempt, attemptPromise } from "./support/effect.ts"
 import type { SourceItem } from "../src/runtime/stage.ts"
-import { listImageFiles, readBscanSidecar } from "../src/volume/bscans.ts"
-import { loadCase, type Vendor, vendors } from "../src/volume/dataset.ts"
+import { listImageFiles, readBscanFolder, readBscanSidecar } from "../src/volume/bscans.ts"
+import { type DatasetCase, loadCase, type Vendor, vendors } from "../src/volume/dataset.ts"
 import { summarizeSlices, UNLABELLED } from "../src/volume/labels.ts"
 import { writeMetaImage } from "../src/volume/metaimage.ts"
 import { makeVolume, type Volume } from "../src/volume/volume.ts"
@@ -75,6 +75,16 @@ export interface CaseInfo {
   readonly zMedianVendors: ReadonlyArray<Vendor>
 }
 
+/** Reads a case's OCT volume alone, without its reference labels. */
+const loadOctOnly = async (datasetCase: DatasetCase): Promise<Volume> => {
+  if (datasetCase.format === "bscans") {
+    const sidecar = await readBscanSidecar(datasetCase.octPath)
+    return readBscanFolder(sidecar.imagesDir, sidecar.spacingMm)
+  }
+  const { referencePath: _labels, ...octOnly } = datasetCase
+  return (await loadCase(octOnly)).oct
+}
+
 const imageNames = async (octPath: string, format: string, key: string, slices: number): Promise<string[]> => {
   if (format === "bscans") {
     const sidecar = await readBscanSidecar(octPath)
@@ -120,8 +130,19 @@ export const preprocess = Stage.make({
             reason: `is a ${referenceCase.vendor ?? referenceMeta.vendorFolder} volume`
           })
         }
-        const reference = yield* attemptPromise(() => loadCase(referenceCase))
-        referenceHistogram = histogram256(toUint8Volume(reference.oct))
+        // Only the reference's intensities matter here, so its labels are not read: a label
+        // problem in that case fails that case alone, not every case matched to it.
+        const referenceOct = yield* attemptPromise(() => loadOctOnly(referenceCase)).pipe(
+          Effect.mapError(
+            (cause) =>
+              new MissingReferenceVolumeError({
+                item: datasetCase.key,
+                reference: referenceItem.key,
+                reason: `cannot be read (${cause instanceof Error ? cause.message : String(cause)})`
+              })
+          )
+        )
+        referenceHistogram = histogram256(toUint8Volume(referenceOct))
       }
       const volume = yield* attempt(() =>
         preprocessVolume(oct, vendor, { referenceHistogram, zMedianVendors: ctx.params.zMedianVendors })

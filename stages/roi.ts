@@ -15,7 +15,9 @@ const PositiveInteger = Schema.Int.check(Schema.isGreaterThan(0))
 
 export const RoiParams = Schema.Struct({
   /** Normalised local entropy must exceed this for a pixel to enter the ROI. */
-  threshold: Schema.Number.pipe(Schema.withDecodingDefaultKey(Effect.succeed(defaultRoiParams.threshold))),
+  threshold: Schema.Number.check(Schema.isBetween({ minimum: 0, maximum: 1 })).pipe(
+    Schema.withDecodingDefaultKey(Effect.succeed(defaultRoiParams.threshold))
+  ),
   /** Radius in pixels of the disk the local entropy is computed over. */
   entropyRadius: PositiveInteger.pipe(Schema.withDecodingDefaultKey(Effect.succeed(defaultRoiParams.entropyRadius))),
   /** Radius in pixels of the disk of the binary closing. */

@@ -14,7 +14,9 @@ import { EmptySplitError } from "./support/errors.ts"
 
 export const SplitParams = Schema.Struct({
   /** Fraction of each vendor's labelled cases held out for the test set. */
-  testFraction: Schema.Number.pipe(Schema.withDecodingDefaultKey(Effect.succeed(0.25))),
+  testFraction: Schema.Number.check(Schema.isGreaterThanOrEqualTo(0), Schema.isLessThan(1)).pipe(
+    Schema.withDecodingDefaultKey(Effect.succeed(0.25))
+  ),
   /** Folds of the training cases; train validates on one of them. */
   folds: Schema.Int.check(Schema.isGreaterThan(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(4)))
 })

@@ -200,7 +200,9 @@ export const train = Stage.make({
         outputSize: output,
         bestEpoch: result.bestEpoch,
         bestValLoss: result.bestValLoss,
-        epochs: result.history
+        // Seconds per epoch stay out of this file, which evaluate and predict read: the same
+        // model must give the same file, or they would rerun after every retraining.
+        epochs: result.history.map(({ seconds: _seconds, ...epoch }) => epoch)
       }
       yield* attemptPromise(() => writeFile(ctx.outputs.history, JSON.stringify(history, null, 2)))
       ctx.emit(

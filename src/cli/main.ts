@@ -16,7 +16,7 @@ import * as Command from "effect/cli/Command"
 import * as Flag from "effect/cli/Flag"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
-import { describeCause, UnknownName } from "../runtime/errors.ts"
+import { describeCause, InvalidFlag, UnknownName } from "../runtime/errors.ts"
 import { explainWorkflow } from "../runtime/explain.ts"
 import { runWorkflow, type RunOptions } from "../runtime/executor.ts"
 import { collectGarbage, lineage, listArtifacts, listRuns, pinRun, query, workspaceStatus } from "../runtime/inspect.ts"
@@ -71,7 +71,7 @@ const runFlags = {
   workflow: workflowFlag,
   workspace,
   data: Flag.String("data").pipe(Flag.withDescription("Data folder the sources read"), Flag.optional),
-  profile: Flag.String("profile").pipe(Flag.withDescription("Params profile: cpu (default) or paper"), Flag.optional),
+  profile: Flag.String("profile").pipe(Flag.withDescription("Params profile: cpu (default), paper or ci"), Flag.optional),
   param: Flag.String("param").pipe(
     Flag.withAlias("p"),
     Flag.withDescription("Set a param: stage.key=value (value parsed as JSON, else a string); repeatable"),
@@ -108,6 +108,9 @@ function parseForce(value: string | undefined): boolean | ReadonlyArray<string> 
 async function toRunOptions(flags: RunFlagValues, targets: ReadonlyArray<string>): Promise<RunOptions> {
   const force = Option.getOrUndefined(flags.force)
   // Stages read the backend choice from the environment, in this process and in workers.
+  if (!Number.isInteger(flags.jobs) || flags.jobs < 1) {
+    throw new InvalidFlag({ flag: "--jobs", value: String(flags.jobs), expected: "an integer of at least 1" })
+  }
   const backend = Option.getOrUndefined(flags.backend)
   if (backend !== undefined) process.env.OCTFLOW_BACKEND = backend
   return {

@@ -26,6 +26,8 @@ export class ProgressReporter {
   private readonly stages = new Map<string, StageProgress>()
   private drawnLines = 0
   private lastDraw = 0
+  /** Last tenth of its total that each task's plain progress line reported, by stage/item. */
+  private readonly taskTenths = new Map<string, number>()
 
   constructor(
     private readonly stream: NodeJS.WriteStream = process.stderr,
@@ -63,7 +65,9 @@ export class ProgressReporter {
         return
       }
       case "progress":
-        if (!this.isTty && event.info !== undefined) this.line(`${event.stage} ${event.item ?? ""} ${event.done}/${event.total} ${event.info}`)
+        if (!this.isTty && event.info !== undefined && this.isNewTenth(event)) {
+          this.line(`${event.stage} ${event.item ?? ""} ${event.done}/${event.total} ${event.info}`)
+        }
         return
       case "log": {
         const annotations = event.annotations === undefined ? "" : ` ${JSON.stringify(event.annotations)}`
@@ -71,6 +75,15 @@ export class ProgressReporter {
         return
       }
     }
+  }
+
+  /** True when a task's reported progress has reached another tenth of its total since the last line. */
+  private isNewTenth(event: { readonly stage: string; readonly item: string | null; readonly done: number; readonly total: number }) {
+    const key = `${event.stage}/${event.item ?? ""}`
+    const tenth = event.total > 0 ? Math.floor((event.done * 10) / event.total) : 10
+    if (this.taskTenths.get(key) === tenth) return false
+    this.taskTenths.set(key, tenth)
+    return true
   }
 
   /** Print a per-item stage's counts each time another tenth of its tasks has ended. */

@@ -84,6 +84,17 @@ export class InvalidParamsInput extends Data.TaggedError("InvalidParamsInput")<{
   }
 }
 
+/** A command-line flag has a value the command cannot use. */
+export class InvalidFlag extends Data.TaggedError("InvalidFlag")<{
+  readonly flag: string
+  readonly value: string
+  readonly expected: string
+}> {
+  override get message() {
+    return `Invalid value ${this.value} for ${this.flag}: expected ${this.expected}.`
+  }
+}
+
 /** A workflow, profile or stage named on the command line does not exist. */
 export class UnknownName extends Data.TaggedError("UnknownName")<{
   readonly kind: "workflow" | "profile" | "stage" | "run"

@@ -4,6 +4,7 @@
  * its origin so a Schema failure names where the bad value came from.
  */
 import { readFileSync } from "node:fs"
+import * as Cause from "effect/Cause"
 import * as Exit from "effect/Exit"
 import * as Schema from "effect/Schema"
 import { InvalidParam, InvalidParamsInput, UnknownName, UnknownParam } from "./errors.ts"
@@ -57,6 +58,8 @@ export interface ResolvedParams {
 interface Layer {
   readonly origin: string
   readonly values: ParamsLayer
+  /** True for `-p stage.key.entry=value`: the entry joins the record instead of replacing it. */
+  readonly mergesEntries?: boolean
 }
 
 /** Parse one `-p stage.key=value` argument. */
@@ -101,10 +104,20 @@ function collectLayers(workflow: Workflow, request: ParamsRequest): Array<Layer>
   }
   for (const text of request.overrides ?? []) {
     const { stage, key, value } = parseOverride(text)
-    layers.push({ origin: `-p ${text}`, values: { [stage]: { [key]: value } } })
+    // `-p stage.record.entry=value` sets one entry of a record param, keeping the others.
+    const dot = key.indexOf(".")
+    if (dot > 0) {
+      const entry = { [key.slice(dot + 1)]: value }
+      layers.push({ origin: `-p ${text}`, values: { [stage]: { [key.slice(0, dot)]: entry } }, mergesEntries: true })
+    } else {
+      layers.push({ origin: `-p ${text}`, values: { [stage]: { [key]: value } } })
+    }
   }
   return layers
 }
+
+const isPlainObject = (value: unknown): value is Record<string, unknown> =>
+  typeof value === "object" && value !== null && !Array.isArray(value)
 
 /** Keys a params Schema declares, read from its struct fields. */
 export function declaredKeys(stage: Stage): ReadonlyArray<string> {
@@ -125,7 +138,9 @@ export function resolveParams(workflow: Workflow, request: ParamsRequest): Resol
       const keys = declaredKeys(stage)
       for (const [key, value] of Object.entries(values)) {
         if (!keys.includes(key)) throw new UnknownParam({ stage: stageName, key, origin: layer.origin, known: keys })
-        merged.set(stageName, { ...merged.get(stageName), [key]: value })
+        const previous = merged.get(stageName)?.[key]
+        const next = layer.mergesEntries === true && isPlainObject(previous) ? { ...previous, ...(value as object) } : value
+        merged.set(stageName, { ...merged.get(stageName), [key]: next })
         origins.set(`${stageName}.${key}`, layer.origin)
       }
     }
@@ -156,11 +171,17 @@ function decodeStageParams(stage: Stage, values: Record<string, unknown>, origin
         key,
         value,
         origin: origins.get(`${stage.name}.${key}`) ?? "default",
-        detail: firstLine(String(single.cause))
+        detail: schemaMessage(single.cause)
       })
     }
   }
-  throw new InvalidParam({ stage: stage.name, key: "(defaults)", value: values, origin: "default", detail: firstLine(String(exit.cause)) })
+  throw new InvalidParam({ stage: stage.name, key: "(defaults)", value: values, origin: "default", detail: schemaMessage(exit.cause) })
 }
 
 const firstLine = (text: string) => text.split("\n").filter((l) => l.trim() !== "").slice(0, 3).join("; ")
+
+/** The Schema's own message for a failed decode, without Effect's Cause wrapping. */
+const schemaMessage = (cause: Cause.Cause<unknown>): string => {
+  const error = Cause.squash(cause)
+  return firstLine(error instanceof Error ? error.message : String(error))
+}

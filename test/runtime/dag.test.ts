@@ -107,7 +107,10 @@ describe("buildDag", () => {
 const withParams = declaredStage("train", {}, {
   params: Schema.Struct({
     epochs: Schema.Int.pipe(Schema.check(Schema.isGreaterThan(0)), Schema.withDecodingDefaultKey(Effect.succeed(10))),
-    rate: Schema.Number.pipe(Schema.withDecodingDefaultKey(Effect.succeed(0.001)))
+    rate: Schema.Number.pipe(Schema.withDecodingDefaultKey(Effect.succeed(0.001))),
+    vendor: Schema.Record(Schema.String, Schema.String).pipe(
+      Schema.withDecodingDefaultKey(Effect.succeed<Readonly<Record<string, string>>>({}))
+    )
   })
 })
 
@@ -115,12 +118,12 @@ describe("resolveParams", () => {
   const workflow = workflowOf([withParams], { cpu: { train: { epochs: 2 } }, paper: { train: { epochs: 300 } } })
 
   it("uses defaults and the cpu profile", () => {
-    expect(resolveParams(workflow, {}).encoded.get("train")).toEqual({ epochs: 2, rate: 0.001 })
+    expect(resolveParams(workflow, {}).encoded.get("train")).toEqual({ epochs: 2, rate: 0.001, vendor: {} })
   })
 
   it("applies profile, then file, then -p", () => {
     const params = resolveParams(workflow, { profile: "paper", overrides: ["train.epochs=5"] })
-    expect(params.encoded.get("train")).toEqual({ epochs: 5, rate: 0.001 })
+    expect(params.encoded.get("train")).toEqual({ epochs: 5, rate: 0.001, vendor: {} })
     expect(params.origins.get("train.epochs")).toBe("-p train.epochs=5")
   })
 
@@ -128,6 +131,19 @@ describe("resolveParams", () => {
     const run = () => resolveParams(workflow, { overrides: ["train.epochs=-3"] })
     expect(errorTag(run)).toBe("InvalidParam")
     expect(run).toThrow(/-3 for train\.epochs \(from -p train\.epochs=-3\)/)
+  })
+
+  it("sets record entries one by one", () => {
+    const params = resolveParams(workflow, {
+      overrides: ["train.vendor.Nidek/CASE1=Topcon", 'train.vendor.CASE2="Cirrus"']
+    })
+    expect(params.encoded.get("train")).toMatchObject({ vendor: { "Nidek/CASE1": "Topcon", CASE2: "Cirrus" } })
+  })
+
+  it("states the schema message alone", () => {
+    const run = () => resolveParams(workflow, { overrides: ["train.rate=abc"] })
+    expect(run).toThrow(/Expected number/)
+    expect(run).not.toThrow(/Cause\(/)
   })
 
   it("rejects an undeclared key", () => {
