@@ -5,7 +5,8 @@
  * pixel with predicted class c is alpha-blended with the class colour:
  * out = (1 - alpha) x gray + alpha x colour. Reference boundaries (pixels of class c with a
  * 4-neighbour of another value, or on the image edge) are drawn in the class colour at full
- * opacity, over the blend. Colours: IRF red, SRF green, PED blue; binary fluid yellow.
+ * opacity, over the blend. Colours: IRF red, SRF green, PED blue; binary fluid yellow with
+ * cyan reference boundaries, so prediction and reference stay apart with one class.
  */
 import { mkdir, writeFile } from "node:fs/promises"
 import { join } from "node:path"
@@ -27,6 +28,15 @@ export const classColours: Readonly<Record<LabelScheme, ReadonlyArray<Rgb>>> = {
   binary: [
     [0, 0, 0],
     [255, 255, 0]
+  ]
+}
+
+/** Colours of reference boundaries; the class colours, except cyan for binary fluid. */
+const contourColours: Readonly<Record<LabelScheme, ReadonlyArray<Rgb>>> = {
+  retouch: classColours.retouch,
+  binary: [
+    [0, 0, 0],
+    [0, 255, 255]
   ]
 }
 
@@ -166,7 +176,7 @@ export const renderOverlay = (volumes: OverlayVolumes, z: number, overrides: Par
       for (let x = 0; x < width; x++) {
         const label = reference[y * width + x]
         if (label === 0 || label >= colours.length || !isBoundary(reference, width, height, x, y)) continue
-        rgba.set(colours[label], (y * width + x) * 4)
+        rgba.set(contourColours[options.scheme][label], (y * width + x) * 4)
       }
     }
   }

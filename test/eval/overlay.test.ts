@@ -53,6 +53,12 @@ describe("renderOverlay", () => {
     expect(pixel(rgba, 4)).toEqual([80, 80, 80, 255])
   })
 
+  it("binary reference boundary is cyan", () => {
+    const reference = volumeOf([3, 1, 1], [1, 1, 1])
+    const rgba = renderOverlay({ image, reference }, 0, { scheme: "binary" })
+    expect(pixel(rgba, 0)).toEqual([0, 255, 255, 255])
+  })
+
   it("contour can be turned off", () => {
     const reference = volumeOf([3, 1, 1], [2, 2, 2])
     expect(pixel(renderOverlay({ image, reference }, 0, { contour: false }), 0)).toEqual([100, 100, 100, 255])
