@@ -91,6 +91,10 @@ const runFlags = {
     Flag.withDescription("TensorFlow.js backend: tensorflow-gpu, tensorflow, wasm or cpu (default: the first that loads)"),
     Flag.optional
   ),
+  exclude: Flag.String("exclude").pipe(
+    Flag.withDescription("Leave a case out of the run: its key, e.g. Cirrus/TRAIN001, or a pattern with *; repeatable"),
+    Flag.atLeast(0)
+  ),
   noWait
 }
 
@@ -126,6 +130,7 @@ async function toRunOptions(flags: RunFlagValues, targets: ReadonlyArray<string>
     keepGoing: flags.keepGoing,
     seed: Option.getOrUndefined(flags.seed),
     noWait: flags.noWait,
+    exclude: flags.exclude,
     argv: process.argv.slice(2)
   }
 }

@@ -160,7 +160,12 @@ export class RunFailed extends Data.TaggedError("RunFailed")<{
 }> {
   override get message() {
     const blocked = this.blocked.length === 0 ? "" : `\nNot run because an upstream stage failed: ${this.blocked.join(", ")}`
-    return this.failed.map((f) => f.message).join("\n") + blocked
+    const items = [...new Set(this.failed.flatMap((f) => f.failures.map((failure) => failure.item)))]
+    const hint =
+      this.blocked.length === 0 || items.includes(null)
+        ? ""
+        : `\nFix the items above, or run without them: ${items.map((item) => `--exclude '${item}'`).join(" ")}`
+    return this.failed.map((f) => f.message).join("\n") + blocked + hint
   }
 }
 

@@ -25,7 +25,16 @@ export interface PlanRequest extends ParamsRequest {
   readonly seed?: number
   /** Stored artifacts that `Stage.artifact(name)` inputs read: name -> full SHA-256 hash. */
   readonly artifacts?: Readonly<Record<string, string>>
+  /** Source item keys left out of the run; `*` matches any run of characters. */
+  readonly exclude?: ReadonlyArray<string>
 }
+
+/** Matches an item key against `--exclude` patterns, where `*` stands for any characters. */
+export const isExcluded = (key: string, patterns: ReadonlyArray<string>): boolean =>
+  patterns.some((pattern) => {
+    const escaped = pattern.split("*").map((part) => part.replace(/[.+?^${}()|[\]\\]/g, "\\$&"))
+    return new RegExp(`^${escaped.join(".*")}$`).test(key)
+  })
 
 /** A run-time artifact as the plan resolved it: one stored object and every output it was recorded as. */
 export interface PlannedArtifact {
@@ -86,7 +95,9 @@ export async function buildPlan(
   const sources = new Map<string, HashedSource>()
   for (const name of sourceNames) {
     const source = options.workflow.sources[name]!
-    const items = await discoverSource(source, options.dataDir)
+    const discovered = await discoverSource(source, options.dataDir)
+    const exclude = options.exclude ?? []
+    const items = exclude.length === 0 ? discovered : discovered.filter((item) => !isExcluded(item.key, exclude))
     sources.set(name, await hashSourceFiles(session.db, name, items, { writeCache }))
   }
 

@@ -148,6 +148,26 @@ describe("runWorkflow on the synthetic workflow", () => {
     expect(ranCounts(retry)).toEqual({ scale: 1, stats: 1, report: 1 })
   })
 
+  it("runs without an excluded item", async () => {
+    process.env.OCTFLOW_SYNTHETIC_FAIL = "item-0001"
+    let failed: RunSummary
+    let excluded: RunSummary
+    try {
+      failed = await runWorkflow({ ...base, overrides: ["scale.factor=5"] })
+      excluded = await runWorkflow({ ...base, overrides: ["scale.factor=5"], exclude: ["item-000*1"] })
+    } finally {
+      delete process.env.OCTFLOW_SYNTHETIC_FAIL
+    }
+    expect(failed.error!.message).toContain("--exclude 'item-0001'")
+    expect(excluded.status).toBe("ok")
+    expect(counts(excluded).scale).toEqual({ ran: 0, cached: 4, failed: 0, blocked: 0 })
+    expect(excluded.outcomes.has("scale\u0000item-0001")).toBe(false)
+
+    // Leave the workspace's newest run as the previous test left it, for the tests below.
+    const restored = await runWorkflow({ ...base, overrides: ["scale.factor=4"] })
+    expect(restored.status).toBe("ok")
+  })
+
   it("records emitted metrics with the outputs", async () => {
     const result = await query(base.workspace,
       "SELECT count(*)::INTEGER AS n FROM metrics m JOIN run_tasks t ON t.execution_id = m.execution_id WHERE t.run_id = (SELECT id FROM runs ORDER BY started DESC LIMIT 1)")
