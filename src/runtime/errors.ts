@@ -195,8 +195,8 @@ export class DatabaseFailed extends Data.TaggedError("DatabaseFailed")<{
 /** A user query tried to change the database. */
 export class QueryNotReadOnly extends Data.TaggedError("QueryNotReadOnly")<{ readonly sql: string }> {
   override get message() {
-    return `The query command is read-only, but this statement changes data: ${this.sql.slice(0, 200)}. ` +
-      "Use SELECT, WITH, DESCRIBE, SHOW or EXPLAIN."
+    return `The query command runs only read-only statements, and this one does not start with a read-only ` +
+      `keyword: ${this.sql.slice(0, 200)}. Use SELECT, WITH, DESCRIBE, SHOW or EXPLAIN.`
   }
 }
 

@@ -62,8 +62,11 @@ export function workspaceStatus(workspace: string): Promise<{ run: RunRow | null
     const runs = await session.db.all<RunRow>(
       "SELECT id, workflow, started::VARCHAR AS started, finished::VARCHAR AS finished, status, profile FROM runs ORDER BY started DESC, id DESC LIMIT 1"
     )
-    const run = runs[0] ?? null
-    if (run === null) return { run, stages: [] }
+    const newest = runs[0] ?? null
+    if (newest === null) return { run: newest, stages: [] }
+    // The database opens read-only only while no process writes it, so a run still marked
+    // running here was killed; the next writing command records it as interrupted.
+    const run = newest.status === "running" ? { ...newest, status: "interrupted (its process is gone)" } : newest
     const stages = await session.db.all<StageStatus>(
       `SELECT t.stage,
               count(*) FILTER (WHERE t.action = 'ran')::INTEGER AS ran,

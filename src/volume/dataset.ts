@@ -105,7 +105,8 @@ const listDir = async (path: string): Promise<string[]> => {
     return (await readdir(path)).sort()
   } catch (cause) {
     const code = (cause as { code?: string }).code
-    if (code === "ENOENT" || code === "ENOTDIR") throw new VolumeFileNotFoundError({ path, cause })
+    if (code === "ENOTDIR") throw new DatasetLayoutError({ path, reason: "it is a file, not a folder; point --data at the dataset folder" })
+    if (code === "ENOENT") throw new VolumeFileNotFoundError({ path, cause })
     throw cause
   }
 }
