@@ -192,7 +192,7 @@ export class DatabaseFailed extends Data.TaggedError("DatabaseFailed")<{
   }
 }
 
-/** A user query tried to change the database. */
+/** A user query does not start with a read-only statement keyword. */
 export class QueryNotReadOnly extends Data.TaggedError("QueryNotReadOnly")<{ readonly sql: string }> {
   override get message() {
     return `The query command runs only read-only statements, and this one does not start with a read-only ` +
