@@ -1,7 +1,7 @@
 /**
  * No-op rerun of the RETOUCH workflow's `full` over 112 phantom volumes at the vendors'
- * real geometry (38 Cirrus, 37 Spectralis, 37 Topcon, like the RETOUCH training and test
- * sets together). The build runs once with cheap settings, because only the rerun is
+ * real geometry (38 Cirrus, 37 Spectralis, 37 Topcon): as many volumes as the RETOUCH
+ * training and test sets hold together. The build runs once with cheap settings, because only the rerun is
  * measured: small entropy and closing disks for roi, the `ci` training profile, and one
  * test case. Each no-op is timed as a whole CLI process, and checked to have run nothing.
  * Target: under 2 s. The phantoms (about 5 GB) and the workspace stay under .tmp/ so that
