@@ -46,7 +46,7 @@ export const workflow = Workflow.make({
     }
   },
   // With this seed the sample's split holds out UMN24, the one sample case with fluid-free
-  // B-scans, so its detection AUC is defined; training then fits UMN26 and validates on DUKE01.
+  // B-scans, so its detection AUC is defined. Training then fits UMN26 and validates on DUKE01.
   seed: 7,
   outputs: {
     metrics: "evaluate/metrics.json",

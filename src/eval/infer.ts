@@ -56,7 +56,7 @@ export interface InferenceOptions {
   readonly onProgress?: (done: number, total: number) => void
   /**
    * Region of interest with the image's dims: voxels where it is 0 are labelled background
-   * and left out of the detection scores. The network only sees ROI patches in training, so
+   * and left out of the detection scores. The network is trained on ROI patches only, so
    * what it predicts outside (vitreous, choroid) is not meaningful.
    */
   readonly mask?: Volume

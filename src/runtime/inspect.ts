@@ -65,7 +65,7 @@ export function workspaceStatus(workspace: string): Promise<{ run: RunRow | null
     const newest = runs[0] ?? null
     if (newest === null) return { run: newest, stages: [] }
     // The database opens read-only only while no process writes it, so a run still marked
-    // running here was killed; the next writing command records it as interrupted.
+    // running here was killed. The next writing command records it as interrupted.
     const run = newest.status === "running" ? { ...newest, status: "interrupted (its process is gone)" } : newest
     const stages = await session.db.all<StageStatus>(
       `SELECT t.stage,

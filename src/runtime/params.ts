@@ -180,7 +180,7 @@ function decodeStageParams(stage: Stage, values: Record<string, unknown>, origin
 
 const firstLine = (text: string) => text.split("\n").filter((l) => l.trim() !== "").slice(0, 3).join("; ")
 
-/** The Schema's own message for a failed decode, without Effect's Cause wrapping. */
+/** Returns the Schema's own message for a failed decode, without Effect's Cause wrapping. */
 const schemaMessage = (cause: Cause.Cause<unknown>): string => {
   const error = Cause.squash(cause)
   return firstLine(error instanceof Error ? error.message : String(error))

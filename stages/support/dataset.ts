@@ -27,7 +27,7 @@ export interface CaseItemMeta {
   readonly octFile: string
   readonly referenceFile: string | null
   readonly sidecar: Json
-  /** Why discovery could not use the case; the stage raises it for this item only. */
+  /** Reason discovery could not use the case, raised by the stage for this item only. */
   readonly discoveryError: { readonly tag: string; readonly message: string } | null
 }
 
@@ -59,7 +59,7 @@ export const datasetSource: Source = {
         const root = resolve(dataDir ?? sampleDataDir)
         const cases = await discoverDataset(root, { strictGeometry: false })
         // A case in a folder that names no vendor is listed again with a placeholder vendor,
-        // only to learn its files; its vendor stays unknown until a `vendor` param sets it.
+        // only to learn its files. Its vendor stays unknown until a `vendor` param sets it.
         const unknownVendor = cases
           .filter((datasetCase) => (datasetCase.error as { _tag?: string } | undefined)?._tag === "VendorUnknownError")
           .map((datasetCase) => datasetCase.key)
