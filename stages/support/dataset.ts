@@ -97,14 +97,15 @@ const caseDirOf = (item: SourceItemRef, meta: CaseItemMeta): string => {
 
 /**
  * Rebuilds the case of a source item with the vendor the params decide: an entry of
- * `vendorOverrides` keyed by case key or case folder name wins over the folder name.
+ * `vendorOverrides` keyed by case key, case folder name or vendor folder name (in that
+ * order) wins over the vendor folder's own name.
  */
 export const caseOfItem = (item: SourceItemRef, vendorOverrides: Readonly<Record<string, string>>): DatasetCase => {
   const meta = item.meta as unknown as CaseItemMeta
   if (meta.discoveryError !== null) {
     throw new CaseDiscoveryError({ item: item.key, tag: meta.discoveryError.tag, reason: meta.discoveryError.message })
   }
-  const override = vendorOverrides[item.key] ?? vendorOverrides[meta.caseName]
+  const override = vendorOverrides[item.key] ?? vendorOverrides[meta.caseName] ?? vendorOverrides[meta.vendorFolder]
   const vendor = override === undefined ? meta.vendor : vendors.find((name) => name.toLowerCase() === override.toLowerCase())
   if (override !== undefined && vendor === undefined) {
     throw new CaseVendorError({ item: item.key, folder: meta.vendorFolder, value: override })

@@ -14,7 +14,10 @@ export class CaseVendorError extends Data.TaggedError("CaseVendorError")<{
       this.value === null
         ? `its vendor folder "${this.folder}" is not Cirrus, Spectralis or Topcon`
         : `the vendor override "${this.value}" is not Cirrus, Spectralis or Topcon`
-    return `case ${this.item}: ${problem}; set -p 'preprocess.vendor.${this.item}="Cirrus"' (or Spectralis, Topcon)`
+    return (
+      `case ${this.item}: ${problem}; set -p 'preprocess.vendor.${this.item}="Cirrus"' (or Spectralis, Topcon), ` +
+      `or -p 'preprocess.vendor.${this.folder}="Cirrus"' for every case of that folder`
+    )
   }
 }
 

@@ -1,0 +1,54 @@
+import { describe, expect, it } from "vitest"
+import type { SourceItemRef } from "../../src/runtime/stage.ts"
+import { type CaseItemMeta, caseOfItem } from "../../stages/support/dataset.ts"
+import { CaseVendorError } from "../../stages/support/errors.ts"
+
+const itemOf = (vendorFolder: string, vendor: CaseItemMeta["vendor"]): SourceItemRef => {
+  const meta: CaseItemMeta = {
+    caseName: "CASE1",
+    vendorFolder,
+    vendor,
+    format: "metaimage",
+    scheme: "retouch",
+    octFile: "oct.mhd",
+    referenceFile: null,
+    sidecar: null,
+    discoveryError: null
+  }
+  return {
+    key: `${vendorFolder}/CASE1`,
+    files: [{ path: `/data/${vendorFolder}/CASE1/oct.mhd`, hash: "0".repeat(64) }],
+    meta: meta as never
+  }
+}
+
+describe("caseOfItem", () => {
+  it("keeps the folder's vendor", () => {
+    const datasetCase = caseOfItem(itemOf("Topcon", "Topcon"), {})
+    expect(datasetCase.vendor).toBe("Topcon")
+    expect(datasetCase.dir).toBe("/data/Topcon/CASE1")
+    expect(datasetCase.octPath).toBe("/data/Topcon/CASE1/oct.mhd")
+  })
+
+  it("rejects an unknown vendor folder", () => {
+    expect(() => caseOfItem(itemOf("Nidek", null), {})).toThrow(CaseVendorError)
+    expect(() => caseOfItem(itemOf("Nidek", null), {})).toThrow(/preprocess\.vendor\.Nidek\/CASE1/)
+  })
+
+  it.each([
+    ["case key", { "Nidek/CASE1": "cirrus" }],
+    ["case folder", { CASE1: "Cirrus" }],
+    ["vendor folder", { Nidek: "CIRRUS" }]
+  ])("takes an override by %s", (_name, overrides) => {
+    expect(caseOfItem(itemOf("Nidek", null), overrides).vendor).toBe("Cirrus")
+  })
+
+  it("prefers the case key to the folder", () => {
+    const datasetCase = caseOfItem(itemOf("Nidek", null), { Nidek: "Topcon", "Nidek/CASE1": "Spectralis" })
+    expect(datasetCase.vendor).toBe("Spectralis")
+  })
+
+  it("rejects an override that is no vendor", () => {
+    expect(() => caseOfItem(itemOf("Nidek", null), { Nidek: "Zeiss" })).toThrow(/"Zeiss" is not Cirrus/)
+  })
+})
