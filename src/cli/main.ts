@@ -200,6 +200,12 @@ function formatPrediction(result: PredictOutputs, workspaceDir: string): string 
       : `  ${"volumes".padEnd(14)} ${result.metrics} (the scan has no reference, so no Dice)`,
     `  ${"database".padEnd(14)} ${join(workspaceDir, "octflow.duckdb")}`
   ]
+  if (result.trainedOn.length > 0) {
+    lines.push(
+      `warning: this scan is the model's training case ${result.trainedOn.join(", ")}, ` +
+        "so its metrics are not a held-out result"
+    )
+  }
   if (result.copies.length > 0) lines.push(`copied ${result.copies.length} files to ${dirname(result.copies[0]!)}`)
   lines.push(`lineage: npm run workflow -- lineage --upstream --workspace ${workspaceDir} ${result.labels}`)
   return lines.join("\n")

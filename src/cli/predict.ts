@@ -17,6 +17,7 @@ import { basename, join, relative, resolve, sep } from "node:path"
 import * as Data from "effect/Data"
 import { runWorkflow, type RunEvent, type RunSummary } from "../runtime/executor.ts"
 import { taskKey } from "../runtime/plan.ts"
+import { hashFiles } from "../runtime/hash.ts"
 import { openForRead, type WorkspaceSession } from "../runtime/session.ts"
 import type { StoredObject } from "../runtime/store.ts"
 import { workflow as predictWorkflow } from "../../workflows/predict.ts"
@@ -277,7 +278,42 @@ export interface PredictOutputs {
   readonly overlays: ReadonlyArray<string>
   readonly metrics: string
   readonly hasReference: boolean
+  /** Training or validation cases of the model whose source files are exactly the scan's. */
+  readonly trainedOn: ReadonlyArray<string>
   readonly copies: ReadonlyArray<string>
+}
+
+/**
+ * Lists the cases the model was fitted or validated on whose recorded source files include
+ * every file of the scan, so a user learns that metrics on this scan are not a held-out result.
+ */
+async function trainingCasesMatching(
+  workspace: string,
+  scanFiles: ReadonlyArray<string>,
+  historyHash: string
+): Promise<Array<string>> {
+  const scanHashes = [...new Set(await hashFiles(scanFiles))]
+  if (scanHashes.length === 0) return []
+  const session = await openForRead(workspace)
+  try {
+    const historyRows = await session.db.all<{ path: string }>("SELECT path FROM artifacts WHERE hash = $1 LIMIT 1", [historyHash])
+    if (historyRows[0] === undefined) return []
+    const history = JSON.parse(await readFile(join(session.ws.root, historyRows[0].path), "utf8")) as {
+      readonly fit?: ReadonlyArray<string>
+      readonly validation?: ReadonlyArray<string>
+    }
+    const trainingCases = new Set([...(history.fit ?? []), ...(history.validation ?? [])])
+    const placeholders = scanHashes.map((_, index) => `$${index + 2}`).join(", ")
+    const rows = await session.db.all<{ item: string }>(
+      `SELECT item FROM artifacts
+       WHERE kind = 'source' AND stage = 'dataset' AND hash IN (${placeholders})
+       GROUP BY item HAVING count(DISTINCT hash) = $1`,
+      [scanHashes.length, ...scanHashes]
+    )
+    return rows.map((row) => row.item).filter((item) => trainingCases.has(item)).sort()
+  } finally {
+    await session.close()
+  }
 }
 
 /**
@@ -332,7 +368,8 @@ export async function predictScan(request: PredictRequest): Promise<PredictOutpu
     labelsNifti: viewPath("labelsNifti"),
     overlays,
     metrics,
-    hasReference
+    hasReference,
+    trainedOn: await trainingCasesMatching(request.workspace, item.files, model.history)
   }
   const copies = request.out === undefined ? [] : await copyOutputs(result, request.out)
   return { ...result, copies }

@@ -110,6 +110,20 @@ describe("workflow predict", () => {
     expect(nifti.dims).toEqual(oct.dims)
   })
 
+  it("does not warn for a new case", () => {
+    expect(newCirrusRun.stdout).not.toMatch(/training case/)
+  })
+
+  it("warns for a training case", { timeout: 5 * 60_000 }, () => {
+    const history = JSON.parse(readFileSync(join(workspace, "latest", "train", "history.json"), "utf8")) as {
+      fit: string[]
+    }
+    const trainingCase = history.fit[0]!
+    const result = predict(join(data, trainingCase))
+    expect(result.status).toBe(0)
+    expect(result.stdout).toContain(`warning: this scan is the model's training case ${trainingCase}`)
+  })
+
   it("writes overlays and metrics", () => {
     const overlay = printedPath(newCirrusRun.stdout, "overlays")
     expect(overlay).toMatch(/NEW001_z\d{3}\.png$/)
