@@ -18,12 +18,13 @@ import { spawnSync } from "node:child_process"
 import { createHash, randomBytes } from "node:crypto"
 import { createReadStream } from "node:fs"
 import { mkdir, mkdtemp, open, rm, writeFile } from "node:fs/promises"
-import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from "node:os"
+import { availableParallelism, tmpdir } from "node:os"
 import { dirname, join } from "node:path"
 import { pipeline } from "node:stream/promises"
 import { fileURLToPath } from "node:url"
 import { digestFile, readChunkBytes } from "../src/runtime/hash-worker.ts"
 import { hashFile, hashFiles } from "../src/runtime/hash.ts"
+import { describeMachine, finishMachineRecord } from "./support/machine.ts"
 
 const MiB = 1024 * 1024
 const bigFileBytes = 1024 * MiB
@@ -85,7 +86,7 @@ function assertEqual(label: string, actual: string, expected: string): void {
 }
 
 async function main(): Promise<void> {
-  const loadBefore = loadavg()
+  const machine = describeMachine()
   const dir = await mkdtemp(join(tmpdir(), "octflow-hash-bench-"))
   try {
     const bigPath = join(dir, "big.bin")
@@ -131,8 +132,6 @@ async function main(): Promise<void> {
     const coldSeconds = Number(process.hrtime.bigint() - coldStart) / 1e9
     assertEqual("hashFiles", coldHashes.join(","), expected.join(","))
     const parallelTiming = await timeBest(totalSmallBytes, () => hashFiles(smallPaths))
-
-    const loadAfter = loadavg()
     const streamBest = Math.max(streamTiming.gbPerSecond, stream1MiBTiming.gbPerSecond)
     const targets = [
       {
@@ -152,16 +151,7 @@ async function main(): Promise<void> {
     const result = {
       benchmark: "hash",
       date: new Date().toISOString(),
-      machine: {
-        cpu: cpus()[0]?.model ?? "unknown",
-        logicalCpus: cpus().length,
-        availableParallelism: availableParallelism(),
-        totalMemoryGiB: round(totalmem() / 1024 ** 3, 1),
-        node: process.version,
-        loadAverageBefore: loadBefore.map((value) => round(value, 2)),
-        loadAverageAfter: loadAfter.map((value) => round(value, 2)),
-        underLoad: Math.max(loadBefore[0], loadAfter[0]) > availableParallelism() * 0.5
-      },
+      machine: finishMachineRecord(machine),
       method: `fastest of ${repeats} runs, files in the page cache, GB = 10^9 bytes`,
       singleFile: {
         bytes: bigFileBytes,

@@ -16,12 +16,12 @@ scan of the ROI and label volumes) is measured apart and left out of the batch r
  * Usage: npx tsx bench/infer.bench.ts   (writes bench/results/infer.json)
  */
 import { mkdir, writeFile } from "node:fs/promises"
-import { availableParallelism, cpus, loadavg, totalmem } from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { inferVolume, type Predictor } from "../src/eval/infer.ts"
 import { makePatchSampler } from "../src/ml/patches.ts"
 import { makeVolume, type Volume } from "../src/volume/volume.ts"
+import { describeMachine, finishMachineRecord } from "./support/machine.ts"
 
 const repeats = 3
 const slices = 4
@@ -106,11 +106,10 @@ const benchSampler = async () => {
 }
 
 const main = async (): Promise<void> => {
-  const loadBefore = loadavg()
+  const machine = describeMachine()
   const spectralis = await benchInference("Spectralis size", 512, 496, 0.0039)
   const cirrus = await benchInference("Cirrus size", 512, 1024, 0.00195)
   const sampler = await benchSampler()
-  const loadAfter = loadavg()
 
   const targets = [
     {
@@ -129,16 +128,7 @@ const main = async (): Promise<void> => {
   const result = {
     benchmark: "infer",
     date: new Date().toISOString(),
-    machine: {
-      cpu: cpus()[0]?.model ?? "unknown",
-      logicalCpus: cpus().length,
-      availableParallelism: availableParallelism(),
-      totalMemoryGiB: round(totalmem() / 1024 ** 3, 1),
-      node: process.version,
-      loadAverageBefore: loadBefore.map((value) => round(value, 2)),
-      loadAverageAfter: loadAfter.map((value) => round(value, 2)),
-      underLoad: Math.max(loadBefore[0], loadAfter[0]) > availableParallelism() * 0.5
-    },
+    machine: finishMachineRecord(machine),
     method: `fastest of ${repeats} runs; inference over ${slices} B-scans with a thresholding predictor, no model`,
     inference: [spectralis, cirrus],
     sampler,

@@ -21,7 +21,7 @@
  */
 import { spawnSync } from "node:child_process"
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises"
-import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from "node:os"
+import { tmpdir } from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { generatePhantom } from "../src/phantom/phantom.ts"
@@ -29,6 +29,7 @@ import { vendors } from "../src/volume/dataset.ts"
 import { readMetaImage, writeMetaImage } from "../src/volume/metaimage.ts"
 import { readNifti, writeNifti } from "../src/volume/nifti.ts"
 import type { Volume } from "../src/volume/volume.ts"
+import { describeMachine, finishMachineRecord } from "./support/machine.ts"
 
 const repeats = 3
 const round = (value: number, digits: number): number => Math.round(value * 10 ** digits) / 10 ** digits
@@ -68,7 +69,7 @@ const measureReadInChild = (path: string): number => {
 }
 
 const main = async (): Promise<void> => {
-  const loadBefore = loadavg()
+  const machine = describeMachine()
   const work = await mkdtemp(join(tmpdir(), "octflow-volume-bench-"))
   let failed = false
   try {
@@ -133,20 +134,10 @@ const main = async (): Promise<void> => {
     const rssGrowth = measureReadInChild(join(work, "oct.mhd")) / volumeBytes
 
     const cirrusSeconds = phantoms[0].seconds
-    const loadAfter = loadavg()
     const result = {
       benchmark: "volume",
       date: new Date().toISOString(),
-      machine: {
-        cpu: cpus()[0]?.model ?? "unknown",
-        logicalCpus: cpus().length,
-        availableParallelism: availableParallelism(),
-        totalMemoryGiB: round(totalmem() / 1024 ** 3, 1),
-        node: process.version,
-        loadAverageBefore: loadBefore.map((value) => round(value, 2)),
-        loadAverageAfter: loadAfter.map((value) => round(value, 2)),
-        underLoad: Math.max(loadBefore[0], loadAfter[0]) > availableParallelism() * 0.5
-      },
+      machine: finishMachineRecord(machine),
       method: `phantoms generated once per vendor at full size; I/O on the Cirrus phantom (${round(megabytes, 1)} MB), fastest of ${repeats} runs, files in the page cache`,
       phantom: phantoms.map(({ vendor, dims, seconds }) => ({ vendor, dims, seconds })),
       phantomTarget: { cirrusSeconds: { target: 5, actual: cirrusSeconds, met: cirrusSeconds <= 5 } },

@@ -4,11 +4,13 @@ import os from "node:os"
 export interface MachineRecord {
   readonly cpu: string
   readonly logicalCpus: number
+  /** Threads Node would run in parallel (os.availableParallelism), the basis of `underLoad`. */
+  readonly availableParallelism: number
   readonly totalMemoryGiB: number
   readonly node: string
   readonly loadAverageBefore: readonly number[]
   loadAverageAfter?: readonly number[]
-  /** True when the 1-minute load average exceeded half the CPU count, so times are inflated. */
+  /** True when the 1-minute load average exceeded half the available parallelism, so times are inflated. */
   underLoad?: boolean
 }
 
@@ -27,6 +29,7 @@ export const timeCall = <A>(run: () => A): { result: A; seconds: number; cpuSeco
 export const describeMachine = (): MachineRecord => ({
   cpu: os.cpus()[0]?.model ?? "unknown",
   logicalCpus: os.cpus().length,
+  availableParallelism: os.availableParallelism(),
   totalMemoryGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
   node: process.version,
   loadAverageBefore: loadAverage()
@@ -36,6 +39,6 @@ export const describeMachine = (): MachineRecord => ({
 export const finishMachineRecord = (machine: MachineRecord): MachineRecord => {
   machine.loadAverageAfter = loadAverage()
   const peak = Math.max(machine.loadAverageBefore[0] ?? 0, machine.loadAverageAfter[0] ?? 0)
-  machine.underLoad = peak > machine.logicalCpus / 2
+  machine.underLoad = peak > machine.availableParallelism / 2
   return machine
 }
