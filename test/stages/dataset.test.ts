@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest"
 import type { SourceItemRef } from "../../src/runtime/stage.ts"
-import { type CaseItemMeta, caseOfItem } from "../../stages/support/dataset.ts"
-import { CaseVendorError } from "../../stages/support/errors.ts"
+import { makeVolume } from "../../src/volume/volume.ts"
+import { type CaseItemMeta, caseOfItem, checkVendorGeometry } from "../../stages/support/dataset.ts"
+import { CaseGeometryError, CaseVendorError } from "../../stages/support/errors.ts"
 
 const itemOf = (vendorFolder: string, vendor: CaseItemMeta["vendor"]): SourceItemRef => {
   const meta: CaseItemMeta = {
@@ -50,5 +51,24 @@ describe("caseOfItem", () => {
 
   it("rejects an override that is no vendor", () => {
     expect(() => caseOfItem(itemOf("Nidek", null), { Nidek: "Zeiss" })).toThrow(/"Zeiss" is not Cirrus/)
+  })
+})
+
+describe("checkVendorGeometry", () => {
+  it("accepts a Topcon 885-high volume", () => {
+    expect(() => checkVendorGeometry("Topcon/CASE1", "/data/oct.mhd", "Topcon", makeVolume("uint8", [4, 885, 1]))).not.toThrow()
+  })
+
+  it("rejects a Cirrus volume of Topcon height", () => {
+    const check = () => checkVendorGeometry("Cirrus/CASE1", "/data/oct.mhd", "Cirrus", makeVolume("uint8", [4, 885, 1]))
+    expect(check).toThrow(CaseGeometryError)
+    expect(check).toThrow(/\/data\/oct\.mhd/)
+    expect(check).toThrow(/uint8, 885 voxels high/)
+    expect(check).toThrow(/preprocess\.strictGeometry=false/)
+  })
+
+  it("rejects a 16-bit Topcon volume", () => {
+    const check = () => checkVendorGeometry("Topcon/CASE1", "/data/oct.mhd", "Topcon", makeVolume("uint16", [4, 650, 1]))
+    expect(check).toThrow(/uint16, 650 voxels high/)
   })
 })
