@@ -49,7 +49,8 @@ const toItemMeta = (datasetCase: DatasetCase): CaseItemMeta => ({
 /**
  * Lists the cases of `--data DIR` (RETOUCH layout, NIfTI or B-scan folders), or of the
  * shipped sample. Vendor and geometry are checked by the preprocess stage, where the
- * `vendor` and `strictGeometry` params apply, so one odd case fails only its own item.
+ * `vendor` and `strictGeometry` params apply, so one odd case fails only its own
+ * preprocess item (split, train and evaluate then wait for every case).
  */
 export const datasetSource: Source = {
   name: "dataset",
