@@ -42,12 +42,12 @@ function concat(args: { inputs: tf.NamedTensorInfoMap; backend: tf.KernelBackend
   const rowLength = product(outShape.slice(axis))
   if (outer * rowLength === 0) return out
 
-  const { heap, offsetOf } = heapElements(backend, dtype, out)
+  const { heap, offsetOf, kernels } = heapElements(backend, dtype, out)
   let target = offsetOf(out)
   for (const input of inputs) {
     const inner = product(input.shape.slice(axis))
     if (inner === 0) continue
-    copyRuns(heap, offsetOf(input), inner, target, rowLength, inner, outer)
+    copyRuns(heap, offsetOf(input), inner, target, rowLength, inner, outer, kernels)
     target += inner
   }
   return out

@@ -1,5 +1,7 @@
 /**
- * Conv2DBackpropFilter for the wasm backend, which ships none.
+ * Conv2DBackpropFilter for the wasm backend, which ships none. It runs on this project's
+ * SIMD matrix kernel (conv-gemm.ts) when the output channels are a multiple of 4, and
+ * otherwise as follows.
  *
  * Shapes (NHWC): x [n, h, w, c], dy [n, outH, outW, k], result dW [fh, fw, c, k] with
  *   dW[i, j, c, k] = sum over b, p, q of x[b, p*s + i - padTop, q*t + j - padLeft, c] * dy[b, p, q, k]
@@ -10,6 +12,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core"
 import { type Backend, callWasmKernel, cropForConvPadding, release, type TensorInfo, transpose } from "./call.ts"
+import { conv2dBackpropFilterGemm } from "./conv-gemm.ts"
 
 interface BackpropFilterAttrs {
   readonly strides: [number, number] | number
@@ -35,6 +38,9 @@ function conv2dBackpropFilter(args: { inputs: tf.NamedTensorInfoMap; backend: Ba
     attrs.pad,
     attrs.dimRoundingMode
   )
+  const fast = conv2dBackpropFilterGemm(backend, x, dy, info)
+  if (fast !== undefined) return fast
+
   const { filterHeight, filterWidth, strideHeight, strideWidth, outHeight, outWidth } = info
   const { top, left } = info.padInfo
 

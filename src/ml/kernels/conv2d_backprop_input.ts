@@ -1,7 +1,7 @@
 /**
- * Conv2DBackpropInput for the wasm backend, as one XNNPACK Conv2D (faster than the
- * backend's own loop kernel), or as one matrix product when the filter tiles the output
- * without overlap.
+ * Conv2DBackpropInput for the wasm backend. Stride-1 convolutions and filters that tile the
+ * output without overlap run on this project's SIMD matrix kernels (conv-gemm.ts); other
+ * strides run as one Conv2D (faster than the backend's own loop kernel), as follows.
  *
  * Shapes (NHWC): dy [n, outH, outW, k], filter W [fh, fw, c, k], result dx [n, h, w, c] with
  *   dx[b, y, x, c] = sum over p, q, i, j, k with p*s + i - padTop = y and q*t + j - padLeft = x
@@ -23,6 +23,7 @@ import {
   type TensorInfo,
   transpose
 } from "./call.ts"
+import { conv2dBackpropInputGemm } from "./conv-gemm.ts"
 
 interface BackpropInputAttrs {
   readonly strides: [number, number] | number
@@ -91,6 +92,9 @@ function conv2dBackpropInput(args: { inputs: tf.NamedTensorInfoMap; backend: Bac
     attrs.pad,
     attrs.dimRoundingMode
   )
+  const fast = conv2dBackpropInputGemm(backend, dy, filter, info)
+  if (fast !== undefined) return fast
+
   const { filterHeight, filterWidth, strideHeight, strideWidth, inHeight, inWidth, outHeight, outWidth } = info
   const { top, left } = info.padInfo
   if (filterHeight === strideHeight && filterWidth === strideWidth && top === 0 && left === 0) {

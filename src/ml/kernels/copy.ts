@@ -5,6 +5,7 @@
  * Offsets are in elements of the tensor's dtype, counted from the start of the heap.
  */
 import type * as tf from "@tensorflow/tfjs-core"
+import { type SimdKernels, simdKernelsFor } from "../wasm/module.ts"
 import type { WasmBackendHeap } from "./heap.ts"
 
 /** Dtypes whose data is in the wasm heap (strings are kept as JavaScript bytes). */
@@ -22,6 +23,8 @@ export interface HeapElements {
   readonly heap: Int32Array | Uint8Array
   /** Element offset of a tensor's first element in `heap`. */
   offsetOf(info: tf.TensorInfo): number
+  /** The SIMD module on the same heap, which copies 32-bit runs. */
+  readonly kernels: SimdKernels
 }
 
 /** Takes the heap view. Call it after the last makeOutput, because allocating may replace the heap. */
@@ -31,7 +34,8 @@ export function heapElements(backend: WasmBackendHeap, dtype: HeapDtype, anyTens
   const heap = bytesPerElement === 1 ? new Uint8Array(buffer) : new Int32Array(buffer)
   return {
     heap,
-    offsetOf: (info) => backend.typedArrayFromHeap(info).byteOffset / bytesPerElement
+    offsetOf: (info) => backend.typedArrayFromHeap(info).byteOffset / bytesPerElement,
+    kernels: simdKernelsFor(backend as unknown as tf.KernelBackend)
   }
 }
 
@@ -43,6 +47,7 @@ const loopCopyLimit = 16
 /**
  * Copies `count` runs of `length` elements: run r goes from source + r * sourceStride to
  * target + r * targetStride. The ranges must not overlap, which is true for distinct tensors.
+ * 32-bit elements are copied by copy_runs32 of `kernels` when given, in one call.
  */
 export function copyRuns(
   heap: Int32Array | Uint8Array,
@@ -51,8 +56,13 @@ export function copyRuns(
   target: number,
   targetStride: number,
   length: number,
-  count: number
+  count: number,
+  kernels?: SimdKernels
 ): void {
+  if (kernels !== undefined && heap instanceof Int32Array) {
+    kernels.copy_runs32(source * 4, sourceStride, target * 4, targetStride, length, count)
+    return
+  }
   if (length >= loopCopyLimit) {
     for (let run = 0; run < count; run++) {
       heap.copyWithin(target, source, source + length)

@@ -16,6 +16,19 @@ function identity(args: { inputs: tf.NamedTensorInfoMap; backend: tf.KernelBacke
   return { dataId: x.dataId, shape: [...x.shape], dtype: x.dtype }
 }
 
+/** Cast to the tensor's own dtype shares memory like Identity; other casts convert as the package does. */
+function cast(args: { inputs: tf.NamedTensorInfoMap; backend: tf.KernelBackend; attrs: tf.NamedAttrMap }): tf.TensorInfo {
+  const x = args.inputs.x as tf.TensorInfo
+  if ((args.attrs as { dtype?: tf.DataType }).dtype === x.dtype) return identity(args)
+  return callOriginalKernel(tf.Cast, "wasm", args) as tf.TensorInfo
+}
+
+export const castConfig: tf.KernelConfig = {
+  kernelName: tf.Cast,
+  backendName: "wasm",
+  kernelFunc: cast as unknown as tf.KernelFunc
+}
+
 export const identityConfig: tf.KernelConfig = {
   kernelName: tf.Identity,
   backendName: "wasm",

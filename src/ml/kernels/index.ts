@@ -2,7 +2,9 @@
  * Registers this project's kernels.
  * - Forward, for wasm: Slice, SplitV, Concat and PadV2 that copy inside the heap in long
  *   runs (tfjs-backend-wasm 4.22's Slice and Concat copy one pixel's channels per call),
- *   and an Identity that shares memory instead of copying.
+ *   an Identity (and a Cast to the same dtype) that shares memory instead of copying, Conv2D and FusedConv2D on this
+ *   project's SIMD matrix kernels (src/ml/wasm), and Sum and Mean over every axis but
+ *   the last without a transposed copy.
  * - Gradients, for wasm: tfjs-backend-wasm 4.22 has no Conv2DBackpropFilter, its
  *   Conv2DBackpropInput is a slow direct loop, and its MaxPoolGrad drops gradient entries.
  * - For cpu and wasm alike: ResizeNearestNeighborGrad, whose cpu version is wrong for
@@ -13,14 +15,16 @@
  */
 import * as tf from "@tensorflow/tfjs-core"
 import { concatConfig } from "./concat.ts"
+import { conv2dConfig, fusedConv2dConfig } from "./conv2d.ts"
 import { conv2dBackpropFilterConfig } from "./conv2d_backprop_filter.ts"
 import { conv2dBackpropInputConfig } from "./conv2d_backprop_input.ts"
 import { registerFusedBatchNormGradient } from "./fused_batch_norm_grad.ts"
-import { identityConfig } from "./identity.ts"
+import { castConfig, identityConfig } from "./identity.ts"
 import { maxPoolGradConfig } from "./max_pool_grad.ts"
 import { registerMeanGradient } from "./mean_grad.ts"
 import { rememberOriginalKernel } from "./original.ts"
 import { padV2Config } from "./pad.ts"
+import { meanConfig, sumConfig } from "./reduce.ts"
 import { resizeNearestNeighborGradConfig, resizeNearestNeighborGradCpuConfig } from "./resize_nearest_neighbor_grad.ts"
 import { sliceConfig, splitVConfig } from "./slice.ts"
 
@@ -29,7 +33,12 @@ export const wasmForwardKernels: ReadonlyArray<tf.KernelConfig> = [
   splitVConfig,
   concatConfig,
   padV2Config,
-  identityConfig
+  identityConfig,
+  castConfig,
+  conv2dConfig,
+  fusedConv2dConfig,
+  sumConfig,
+  meanConfig
 ]
 
 export const wasmGradientKernels: ReadonlyArray<tf.KernelConfig> = [

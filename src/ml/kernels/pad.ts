@@ -34,8 +34,8 @@ function padV2(args: { inputs: tf.NamedTensorInfoMap; backend: tf.KernelBackend;
   values.fill(constantValue)
   if (x.shape.some((dim) => dim === 0)) return out
 
-  const { heap, offsetOf } = heapElements(backend, x.dtype, out)
-  copyBox(heap, mergeSliceAxes(outShape, before, x.shape), offsetOf(out), offsetOf(x), "scatter")
+  const { heap, offsetOf, kernels } = heapElements(backend, x.dtype, out)
+  copyBox(heap, mergeSliceAxes(outShape, before, x.shape), offsetOf(out), offsetOf(x), "scatter", kernels)
   return out
 }
 

@@ -7,10 +7,12 @@
  * Shapes (NHWC): images [n, h, w, c], dy [n, outH, outW, c], result like images. Output row r
  * reads input row min(h - 1, f(ratio * r')) with r' = r + 0.5 for half-pixel centres (else
  * r), f = round with alignCorners (else floor), and ratio = (h - 1) / (outH - 1) with
- * alignCorners and outH > 1 (else h / outH); columns likewise.
+ * alignCorners and outH > 1 (else h / outH); columns likewise. On wasm the scatter runs
+ * in resize_nearest_grad (src/ml/wasm/kernels.c).
  */
 import * as tf from "@tensorflow/tfjs-core"
-import { asHeapBackend, float32View } from "./heap.ts"
+import { addressOf, simdKernelsFor } from "../wasm/module.ts"
+import { asHeapBackend } from "./heap.ts"
 
 interface ResizeGradAttrs {
   readonly alignCorners: boolean
@@ -63,10 +65,28 @@ function resizeNearestNeighborGradWasm(args: KernelArgs): tf.TensorInfo {
   const backend = asHeapBackend(args.backend)
   const images = args.inputs.images as tf.TensorInfo
   const dyInfo = args.inputs.dy as tf.TensorInfo
+  const attrs = args.attrs as unknown as ResizeGradAttrs
+  const [batchSize, inHeight, inWidth, channels] = images.shape as unknown as ImageShape
+  const [, outHeight, outWidth] = dyInfo.shape as unknown as ImageShape
+  const indices = backend.makeOutput([outHeight + outWidth], "int32")
+  const indexView = backend.typedArrayFromHeap(indices) as Int32Array
+  indexView.set(sourceIndices(inHeight, outHeight, attrs))
+  indexView.set(sourceIndices(inWidth, outWidth, attrs), outHeight)
   const out = backend.makeOutput([...images.shape], "float32")
-  const dx = float32View(backend, out)
-  const dy = float32View(backend, dyInfo)
-  scatterGradient(dy, dyInfo.shape as unknown as ImageShape, dx, images.shape as unknown as ImageShape, args.attrs as unknown as ResizeGradAttrs)
+  const indexAddress = addressOf(args.backend, indices)
+  simdKernelsFor(args.backend).resize_nearest_grad(
+    addressOf(args.backend, dyInfo),
+    addressOf(args.backend, out),
+    indexAddress,
+    indexAddress + 4 * outHeight,
+    batchSize,
+    inHeight,
+    inWidth,
+    channels,
+    outHeight,
+    outWidth
+  )
+  args.backend.disposeData(indices.dataId)
   return out
 }
 

@@ -12,6 +12,7 @@
  * the package's kernel.
  */
 import * as tf from "@tensorflow/tfjs-core"
+import type { SimdKernels } from "../wasm/module.ts"
 import { copyRuns, heapElements, isHeapDtype } from "./copy.ts"
 import { asHeapBackend, type WasmBackendHeap } from "./heap.ts"
 import { callOriginalKernel } from "./original.ts"
@@ -68,8 +69,8 @@ export function sliceHeapTensor(
 ): tf.TensorInfo {
   const out = backend.makeOutput([...size], x.dtype)
   if (size.some((extent) => extent === 0) || !isHeapDtype(x.dtype)) return out
-  const { heap, offsetOf } = heapElements(backend, x.dtype, out)
-  copyBox(heap, mergeSliceAxes(x.shape, begin, size), offsetOf(x), offsetOf(out), "gather")
+  const { heap, offsetOf, kernels } = heapElements(backend, x.dtype, out)
+  copyBox(heap, mergeSliceAxes(x.shape, begin, size), offsetOf(x), offsetOf(out), "gather", kernels)
   return out
 }
 
@@ -85,7 +86,8 @@ export function copyBox(
   box: MergedSlice,
   largeStart: number,
   contiguousStart: number,
-  direction: "gather" | "scatter"
+  direction: "gather" | "scatter",
+  kernels?: SimdKernels
 ): void {
   const rank = box.shape.length
 
@@ -98,8 +100,8 @@ export function copyBox(
   const runLength = box.size[rank - 1]!
   let contiguous = contiguousStart
   const copy = (rows: number, largeStride: number) => {
-    if (direction === "gather") copyRuns(heap, large, largeStride, contiguous, runLength, runLength, rows)
-    else copyRuns(heap, contiguous, runLength, large, largeStride, runLength, rows)
+    if (direction === "gather") copyRuns(heap, large, largeStride, contiguous, runLength, runLength, rows, kernels)
+    else copyRuns(heap, contiguous, runLength, large, largeStride, runLength, rows, kernels)
   }
   if (rank === 1) {
     copy(1, 0)

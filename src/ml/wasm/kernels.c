@@ -1,0 +1,527 @@
+/*
+ * Convolution, data-movement and optimiser kernels for TensorFlow.js's wasm backend,
+ * compiled to WebAssembly with 128-bit SIMD (see build.ts beside this file).
+ *
+ * The module imports the backend's own linear memory, so every pointer argument is an
+ * address in the tfjs heap and tensors are read and written in place. For that reason
+ * the module must own no memory: no static data, no string literals and no locals whose
+ * address is taken (those would live on a shadow stack at a fixed address that belongs to
+ * the tfjs heap). build.ts checks the compiled module for a data section and for any use
+ * of the stack pointer.
+ *
+ * Layouts are TensorFlow's: activations NHWC, filters HWIO ([fh][fw][in][out]), all
+ * float32, innermost index last.
+ *
+ * Matrix products use a register tile of 4 rows by 8 columns (8 accumulators of 4 lanes).
+ * The right-hand matrix is packed into panels of 8 columns, [panel][row][8], zero-padded
+ * past the last column, so the inner loop loads 8 consecutive floats per row. The
+ * left-hand rows are read in place through 4 row pointers and broadcast one float at a
+ * time, so a convolution needs no im2col copy.
+ */
+#include <wasm_simd128.h>
+
+#define EXPORT(name) __attribute__((export_name(#name)))
+
+/* Multiply-add with separate rounding, so results do not depend on FMA support. */
+static inline v128_t madd(v128_t a, v128_t b, v128_t c) {
+  return wasm_f32x4_add(wasm_f32x4_mul(a, b), c);
+}
+
+/* Loads `count` (0..4) floats into the low lanes of a vector, the rest zero, without reading past them. */
+static inline v128_t load_partial(const float* p, int count) {
+  if (count >= 4) return wasm_v128_load(p);
+  v128_t v = wasm_f32x4_splat(0.0f);
+  if (count > 0) v = wasm_f32x4_replace_lane(v, 0, p[0]);
+  if (count > 1) v = wasm_f32x4_replace_lane(v, 1, p[1]);
+  if (count > 2) v = wasm_f32x4_replace_lane(v, 2, p[2]);
+  return v;
+}
+
+/* Stores the low `count` (0..4) lanes of a vector. */
+static inline void store_partial(float* p, v128_t v, int count) {
+  if (count >= 4) {
+    wasm_v128_store(p, v);
+    return;
+  }
+  if (count > 0) p[0] = wasm_f32x4_extract_lane(v, 0);
+  if (count > 1) p[1] = wasm_f32x4_extract_lane(v, 1);
+  if (count > 2) p[2] = wasm_f32x4_extract_lane(v, 2);
+}
+
+/* Loads 8 floats of a row as two vectors when `count` (1..8) of them are valid. */
+static inline void load_row8(const float* p, int count, v128_t* low, v128_t* high) {
+  if (count >= 8) {
+    *low = wasm_v128_load(p);
+    *high = wasm_v128_load(p + 4);
+    return;
+  }
+  *low = load_partial(p, count);
+  *high = load_partial(p + 4, count - 4);
+}
+
+static inline void store_row8(float* p, v128_t low, v128_t high, int count) {
+  if (count >= 8) {
+    wasm_v128_store(p, low);
+    wasm_v128_store(p + 4, high);
+    return;
+  }
+  store_partial(p, low, count);
+  store_partial(p + 4, high, count - 4);
+}
+
+/*
+ * Packs the matrix B[r][c] = src[r * rowStride + c * colStride] (rows x cols) into panels
+ * of 8 columns: dst[p][r][q] = B[r][8p + q], zero where 8p + q >= cols. dst needs room for
+ * ceil(cols / 8) * rows * 8 floats.
+ */
+EXPORT(pack_panels)
+void pack_panels(const float* src, float* dst, int rows, int cols, int rowStride, int colStride) {
+  int panels = (cols + 7) / 8;
+  for (int p = 0; p < panels; p++) {
+    for (int r = 0; r < rows; r++) {
+      const float* row = src + r * rowStride;
+      for (int q = 0; q < 8; q++) {
+        int c = p * 8 + q;
+        *dst++ = c < cols ? row[c * colStride] : 0.0f;
+      }
+    }
+  }
+}
+
+/*
+ * Packs the filter of the input gradient of a stride-1 convolution. For a filter w of
+ * shape [fh][fw][c][k], the gradient is a convolution of dy (k channels) with
+ * w'[i][j][kk][cc] = w[fh-1-i][fw-1-j][cc][kk], whose rows (i, j, kk) have c columns.
+ * dst is that filter packed as by pack_panels: ceil(c / 8) * fh * fw * k * 8 floats.
+ */
+EXPORT(pack_flipped_transposed)
+void pack_flipped_transposed(const float* w, float* dst, int fh, int fw, int c, int k) {
+  int spatial = fh * fw;
+  int panels = (c + 7) / 8;
+  for (int p = 0; p < panels; p++) {
+    for (int s = 0; s < spatial; s++) {
+      const float* source = w + (spatial - 1 - s) * c * k;
+      for (int kk = 0; kk < k; kk++) {
+        for (int q = 0; q < 8; q++) {
+          int cc = p * 8 + q;
+          *dst++ = cc < c ? source[cc * k + kk] : 0.0f;
+        }
+      }
+    }
+  }
+}
+
+/*
+ * Copies a window of an NHWC tensor with zero fill: dst[b][y][x][:] = src[b][y - top][x - left][:]
+ * where that pixel is inside src, else 0, for dst of size n x dstH x dstW x c. Negative
+ * top or left crop. This is both the zero padding before a valid convolution and the crop
+ * after one.
+ */
+EXPORT(copy_window)
+void copy_window(const float* src, float* dst, int n, int srcH, int srcW, int c, int dstH, int dstW, int top, int left) {
+  int xBegin = left > 0 ? left : 0;
+  int xEnd = srcW + left < dstW ? srcW + left : dstW;
+  if (xEnd < xBegin) xEnd = xBegin;
+  int rowFloats = dstW * c;
+  for (int b = 0; b < n; b++) {
+    for (int y = 0; y < dstH; y++) {
+      float* out = dst + ((b * dstH + y) * dstW) * c;
+      int sy = y - top;
+      if (sy < 0 || sy >= srcH || xEnd == xBegin) {
+        for (int i = 0; i < rowFloats; i++) out[i] = 0.0f;
+        continue;
+      }
+      for (int i = 0; i < xBegin * c; i++) out[i] = 0.0f;
+      const float* in = src + ((b * srcH + sy) * srcW + (xBegin - left)) * c;
+      int run = (xEnd - xBegin) * c;
+      float* target = out + xBegin * c;
+      int i = 0;
+      for (; i + 4 <= run; i += 4) wasm_v128_store(target + i, wasm_v128_load(in + i));
+      for (; i < run; i++) target[i] = in[i];
+      for (int j = xEnd * c; j < rowFloats; j++) out[j] = 0.0f;
+    }
+  }
+}
+
+/*
+ * Scatters per-pixel blocks into an image: tmp is [n][h][w][fh * fw * c] and
+ * dst[b][p * fh + i][q * fw + j][:] = tmp[b][p][q][(i * fw + j) * c : ... + c]. dst is
+ * [n][dstH][dstW][c]; rows and columns past h * fh or w * fw are zero-filled, and blocks
+ * that fall outside dst are dropped.
+ */
+EXPORT(scatter_blocks)
+void scatter_blocks(const float* tmp, float* dst, int n, int h, int w, int fh, int fw, int c, int dstH, int dstW) {
+  int rowFloats = dstW * c;
+  for (int b = 0; b < n; b++) {
+    for (int y = 0; y < dstH; y++) {
+      float* out = dst + ((b * dstH + y) * dstW) * c;
+      int p = y / fh;
+      int i = y - p * fh;
+      int covered = 0;
+      if (p < h) {
+        int columns = w * fw < dstW ? w * fw : dstW;
+        for (int x = 0; x < columns; x++) {
+          int q = x / fw;
+          int j = x - q * fw;
+          const float* block = tmp + (((b * h + p) * w + q) * fh * fw + i * fw + j) * c;
+          float* target = out + x * c;
+          int k = 0;
+          for (; k + 4 <= c; k += 4) wasm_v128_store(target + k, wasm_v128_load(block + k));
+          for (; k < c; k++) target[k] = block[k];
+        }
+        covered = columns * c;
+      }
+      for (int k = covered; k < rowFloats; k++) out[k] = 0.0f;
+    }
+  }
+}
+
+/* Address of the first input float under output pixel `pixel` (flattened n, oh, ow). */
+static inline const float* receptive_base(const float* x, int pixel, int outH, int outW, int inH, int inW, int inC, int strideH,
+                                          int strideW) {
+  int perImage = outH * outW;
+  int b = pixel / perImage;
+  int rest = pixel - b * perImage;
+  int oh = rest / outW;
+  int ow = rest - oh * outW;
+  return x + ((b * inH + oh * strideH) * inW + ow * strideW) * inC;
+}
+
+/*
+ * Valid 2-D convolution of x [n][inH][inW][inC] with a filter packed by pack_panels (rows
+ * i, j, ci; columns the outC output channels) into y [n][outH][outW][outC]:
+ *   y[b][oh][ow][co] = bias[co] + sum over i, j, ci of
+ *                      x[b][oh * strideH + i * dilationH][ow * strideW + j * dilationW][ci] * w[i][j][ci][co]
+ * then max(0, .) when relu is set. bias may be 0 (null) for none. Padding is the caller's:
+ * pad x with copy_window first.
+ */
+EXPORT(conv2d)
+void conv2d(const float* x, const float* packed, const float* bias, float* y, int n, int inH, int inW, int inC, int outH,
+            int outW, int outC, int fh, int fw, int strideH, int strideW, int dilationH, int dilationW, int relu) {
+  int pixels = n * outH * outW;
+  int depth = fh * fw * inC;
+  int panels = (outC + 7) / 8;
+  v128_t zero = wasm_f32x4_splat(0.0f);
+  for (int m = 0; m < pixels; m += 4) {
+    int rows = pixels - m < 4 ? pixels - m : 4;
+    /* Rows past the end repeat the last pixel; their results are not stored. */
+    const float* base0 = receptive_base(x, m, outH, outW, inH, inW, inC, strideH, strideW);
+    const float* base1 = receptive_base(x, m + (rows > 1 ? 1 : 0), outH, outW, inH, inW, inC, strideH, strideW);
+    const float* base2 = receptive_base(x, m + (rows > 2 ? 2 : rows - 1), outH, outW, inH, inW, inC, strideH, strideW);
+    const float* base3 = receptive_base(x, m + (rows > 3 ? 3 : rows - 1), outH, outW, inH, inW, inC, strideH, strideW);
+    for (int p = 0; p < panels; p++) {
+      int columns = outC - p * 8 < 8 ? outC - p * 8 : 8;
+      v128_t initLow = zero;
+      v128_t initHigh = zero;
+      if (bias) load_row8(bias + p * 8, columns, &initLow, &initHigh);
+      v128_t c0l = initLow, c0h = initHigh, c1l = initLow, c1h = initHigh;
+      v128_t c2l = initLow, c2h = initHigh, c3l = initLow, c3h = initHigh;
+      const float* b = packed + p * depth * 8;
+      for (int i = 0; i < fh; i++) {
+        for (int j = 0; j < fw; j++) {
+          int offset = (i * dilationH * inW + j * dilationW) * inC;
+          const float* a0 = base0 + offset;
+          const float* a1 = base1 + offset;
+          const float* a2 = base2 + offset;
+          const float* a3 = base3 + offset;
+          for (int ci = 0; ci < inC; ci++, b += 8) {
+            v128_t wl = wasm_v128_load(b);
+            v128_t wh = wasm_v128_load(b + 4);
+            v128_t a = wasm_v128_load32_splat(a0 + ci);
+            c0l = madd(a, wl, c0l);
+            c0h = madd(a, wh, c0h);
+            a = wasm_v128_load32_splat(a1 + ci);
+            c1l = madd(a, wl, c1l);
+            c1h = madd(a, wh, c1h);
+            a = wasm_v128_load32_splat(a2 + ci);
+            c2l = madd(a, wl, c2l);
+            c2h = madd(a, wh, c2h);
+            a = wasm_v128_load32_splat(a3 + ci);
+            c3l = madd(a, wl, c3l);
+            c3h = madd(a, wh, c3h);
+          }
+        }
+      }
+      if (relu) {
+        c0l = wasm_f32x4_max(c0l, zero);
+        c0h = wasm_f32x4_max(c0h, zero);
+        c1l = wasm_f32x4_max(c1l, zero);
+        c1h = wasm_f32x4_max(c1h, zero);
+        c2l = wasm_f32x4_max(c2l, zero);
+        c2h = wasm_f32x4_max(c2h, zero);
+        c3l = wasm_f32x4_max(c3l, zero);
+        c3h = wasm_f32x4_max(c3h, zero);
+      }
+      float* out = y + m * outC + p * 8;
+      store_row8(out, c0l, c0h, columns);
+      if (rows > 1) store_row8(out + outC, c1l, c1h, columns);
+      if (rows > 2) store_row8(out + 2 * outC, c2l, c2h, columns);
+      if (rows > 3) store_row8(out + 3 * outC, c3l, c3h, columns);
+    }
+  }
+}
+
+/* Offset in x of filter row r = (i, j, ci) relative to a receptive field's first float. */
+static inline int filter_row_offset(int r, int fw, int inC, int inW, int dilationH, int dilationW) {
+  int i = r / (fw * inC);
+  int rest = r - i * fw * inC;
+  int j = rest / inC;
+  int ci = rest - j * inC;
+  return (i * dilationH * inW + j * dilationW) * inC + ci;
+}
+
+/*
+ * Filter gradient of a valid convolution (the same shapes and attributes as conv2d):
+ *   dw[i][j][ci][co] = sum over b, oh, ow of
+ *                      x[b][oh * strideH + i * dilationH][ow * strideW + j * dilationW][ci] * dy[b][oh][ow][co]
+ * into dw [fh][fw][inC][outC], overwritten. outC must be a multiple of 4 (the caller
+ * falls back otherwise). Output rows are processed in blocks sized to stay in cache,
+ * accumulating into dw between blocks.
+ */
+EXPORT(conv2d_backprop_filter)
+void conv2d_backprop_filter(const float* x, const float* dy, float* dw, int n, int inH, int inW, int inC, int outH, int outW,
+                            int outC, int fh, int fw, int strideH, int strideW, int dilationH, int dilationW) {
+  int depth = fh * fw * inC;
+  int panels = (outC + 7) / 8;
+  int imageRows = n * outH;
+  /* About 128 KiB of dy and x rows per block. */
+  int floatsPerRow = outW * outC + strideH * inW * inC;
+  int blockRows = 32768 / (floatsPerRow > 0 ? floatsPerRow : 1);
+  if (blockRows < 1) blockRows = 1;
+  for (int firstRow = 0; firstRow < imageRows; firstRow += blockRows) {
+    int lastRow = firstRow + blockRows < imageRows ? firstRow + blockRows : imageRows;
+    int accumulate = firstRow > 0;
+    for (int r = 0; r < depth; r += 4) {
+      int rows = depth - r < 4 ? depth - r : 4;
+      int offset0 = filter_row_offset(r, fw, inC, inW, dilationH, dilationW);
+      int offset1 = filter_row_offset(r + (rows > 1 ? 1 : 0), fw, inC, inW, dilationH, dilationW);
+      int offset2 = filter_row_offset(r + (rows > 2 ? 2 : rows - 1), fw, inC, inW, dilationH, dilationW);
+      int offset3 = filter_row_offset(r + (rows > 3 ? 3 : rows - 1), fw, inC, inW, dilationH, dilationW);
+      for (int p = 0; p < panels; p++) {
+        int columns = outC - p * 8 < 8 ? outC - p * 8 : 8;
+        v128_t zero = wasm_f32x4_splat(0.0f);
+        v128_t c0l = zero, c0h = zero, c1l = zero, c1h = zero, c2l = zero, c2h = zero, c3l = zero, c3h = zero;
+        float* out = dw + r * outC + p * 8;
+        if (accumulate) {
+          load_row8(out, columns, &c0l, &c0h);
+          if (rows > 1) load_row8(out + outC, columns, &c1l, &c1h);
+          if (rows > 2) load_row8(out + 2 * outC, columns, &c2l, &c2h);
+          if (rows > 3) load_row8(out + 3 * outC, columns, &c3l, &c3h);
+        }
+        for (int row = firstRow; row < lastRow; row++) {
+          int b = row / outH;
+          int oh = row - b * outH;
+          const float* xRow = x + ((b * inH + oh * strideH) * inW) * inC;
+          const float* g = dy + row * outW * outC + p * 8;
+          int step = strideW * inC;
+          if (columns == 8) {
+            for (int ow = 0; ow < outW; ow++, g += outC, xRow += step) {
+              v128_t gl = wasm_v128_load(g);
+              v128_t gh = wasm_v128_load(g + 4);
+              v128_t a = wasm_v128_load32_splat(xRow + offset0);
+              c0l = madd(a, gl, c0l);
+              c0h = madd(a, gh, c0h);
+              a = wasm_v128_load32_splat(xRow + offset1);
+              c1l = madd(a, gl, c1l);
+              c1h = madd(a, gh, c1h);
+              a = wasm_v128_load32_splat(xRow + offset2);
+              c2l = madd(a, gl, c2l);
+              c2h = madd(a, gh, c2h);
+              a = wasm_v128_load32_splat(xRow + offset3);
+              c3l = madd(a, gl, c3l);
+              c3h = madd(a, gh, c3h);
+            }
+          } else {
+            /* A last panel of 4 columns: outC is a multiple of 4. */
+            for (int ow = 0; ow < outW; ow++, g += outC, xRow += step) {
+              v128_t gl = wasm_v128_load(g);
+              c0l = madd(wasm_v128_load32_splat(xRow + offset0), gl, c0l);
+              c1l = madd(wasm_v128_load32_splat(xRow + offset1), gl, c1l);
+              c2l = madd(wasm_v128_load32_splat(xRow + offset2), gl, c2l);
+              c3l = madd(wasm_v128_load32_splat(xRow + offset3), gl, c3l);
+            }
+          }
+        }
+        store_row8(out, c0l, c0h, columns);
+        if (rows > 1) store_row8(out + outC, c1l, c1h, columns);
+        if (rows > 2) store_row8(out + 2 * outC, c2l, c2h, columns);
+        if (rows > 3) store_row8(out + 3 * outC, c3l, c3h, columns);
+      }
+    }
+  }
+}
+
+/*
+ * One Adam update of `count` weights in place, with the operations and rounding of
+ * tfjs-core 4.22's AdamOptimizer.applyGradients, each step rounded to float32:
+ *   m = m * beta1 + g * oneMinusBeta1
+ *   v = v * beta2 + (g * g) * oneMinusBeta2
+ *   w = ((m / oneMinusAccBeta1) / (sqrt(v / oneMinusAccBeta2) + epsilon)) * negativeLearningRate + w
+ * The scalars are the float32 values tfjs uses (1 - beta1 rounded to float32, and so on).
+ */
+EXPORT(adam_update)
+void adam_update(float* w, float* m, float* v, const float* g, int count, float beta1, float oneMinusBeta1, float beta2,
+                 float oneMinusBeta2, float oneMinusAccBeta1, float oneMinusAccBeta2, float epsilon,
+                 float negativeLearningRate) {
+  v128_t b1 = wasm_f32x4_splat(beta1);
+  v128_t ob1 = wasm_f32x4_splat(oneMinusBeta1);
+  v128_t b2 = wasm_f32x4_splat(beta2);
+  v128_t ob2 = wasm_f32x4_splat(oneMinusBeta2);
+  v128_t oab1 = wasm_f32x4_splat(oneMinusAccBeta1);
+  v128_t oab2 = wasm_f32x4_splat(oneMinusAccBeta2);
+  v128_t eps = wasm_f32x4_splat(epsilon);
+  v128_t nlr = wasm_f32x4_splat(negativeLearningRate);
+  int i = 0;
+  for (; i + 4 <= count; i += 4) {
+    v128_t gv = wasm_v128_load(g + i);
+    v128_t mv = wasm_f32x4_add(wasm_f32x4_mul(wasm_v128_load(m + i), b1), wasm_f32x4_mul(gv, ob1));
+    v128_t vv = wasm_f32x4_add(wasm_f32x4_mul(wasm_v128_load(v + i), b2), wasm_f32x4_mul(wasm_f32x4_mul(gv, gv), ob2));
+    wasm_v128_store(m + i, mv);
+    wasm_v128_store(v + i, vv);
+    v128_t mhat = wasm_f32x4_div(mv, oab1);
+    v128_t vhat = wasm_f32x4_div(vv, oab2);
+    v128_t step = wasm_f32x4_mul(wasm_f32x4_div(mhat, wasm_f32x4_add(wasm_f32x4_sqrt(vhat), eps)), nlr);
+    wasm_v128_store(w + i, wasm_f32x4_add(step, wasm_v128_load(w + i)));
+  }
+  for (; i < count; i++) {
+    float gi = g[i];
+    float mi = m[i] * beta1 + gi * oneMinusBeta1;
+    float vi = v[i] * beta2 + (gi * gi) * oneMinusBeta2;
+    m[i] = mi;
+    v[i] = vi;
+    float mhat = mi / oneMinusAccBeta1;
+    float vhat = vi / oneMinusAccBeta2;
+    w[i] = (mhat / (__builtin_sqrtf(vhat) + epsilon)) * negativeLearningRate + w[i];
+  }
+}
+
+/*
+ * Copies `count` runs of `length` 32-bit elements: run r goes from src + r * srcStride to
+ * dst + r * dstStride (strides in elements), bit for bit. Runs must not overlap.
+ */
+EXPORT(copy_runs32)
+void copy_runs32(const int* src, int srcStride, int* dst, int dstStride, int length, int count) {
+  for (int r = 0; r < count; r++, src += srcStride, dst += dstStride) {
+    int i = 0;
+    for (; i + 8 <= length; i += 8) {
+      wasm_v128_store(dst + i, wasm_v128_load(src + i));
+      wasm_v128_store(dst + i + 4, wasm_v128_load(src + i + 4));
+    }
+    for (; i + 4 <= length; i += 4) wasm_v128_store(dst + i, wasm_v128_load(src + i));
+    for (; i < length; i++) dst[i] = src[i];
+  }
+}
+
+/*
+ * Column sums of a rows x cols matrix: out[j] = sum over i of x[i * cols + j]. Rows are
+ * added in blocks of 256 whose sums are then added, which keeps the rounding error of long
+ * columns near that of pairwise summation.
+ */
+EXPORT(sum_rows)
+void sum_rows(const float* x, float* out, int rows, int cols) {
+  for (int j = 0; j < cols; j++) out[j] = 0.0f;
+  for (int first = 0; first < rows; first += 256) {
+    int last = first + 256 < rows ? first + 256 : rows;
+    int j = 0;
+    for (; j + 4 <= cols; j += 4) {
+      v128_t block = wasm_f32x4_splat(0.0f);
+      const float* p = x + first * cols + j;
+      for (int i = first; i < last; i++, p += cols) block = wasm_f32x4_add(block, wasm_v128_load(p));
+      wasm_v128_store(out + j, wasm_f32x4_add(wasm_v128_load(out + j), block));
+    }
+    for (; j < cols; j++) {
+      float block = 0.0f;
+      const float* p = x + first * cols + j;
+      for (int i = first; i < last; i++, p += cols) block += *p;
+      out[j] += block;
+    }
+  }
+}
+
+/*
+ * Gradient of max pooling (NHWC): dx = 0, then each dy value is added at the first maximum
+ * of its window in row-major order, comparing with >, so NaN never wins and a window of
+ * only NaN passes nothing. Windows start at (p * strideH - padTop, q * strideW - padLeft)
+ * and positions outside x are skipped.
+ */
+EXPORT(max_pool_grad)
+void max_pool_grad(const float* x, const float* dy, float* dx, int n, int inH, int inW, int c, int outH, int outW, int fh, int fw,
+                   int strideH, int strideW, int padTop, int padLeft) {
+  int total = n * inH * inW * c;
+  for (int i = 0; i < total; i++) dx[i] = 0.0f;
+  for (int b = 0; b < n; b++) {
+    const float* image = x + b * inH * inW * c;
+    float* gradient = dx + b * inH * inW * c;
+    for (int p = 0; p < outH; p++) {
+      int y0 = p * strideH - padTop;
+      int y1 = y0 + fh < inH ? y0 + fh : inH;
+      if (y0 < 0) y0 = 0;
+      for (int q = 0; q < outW; q++) {
+        int x0 = q * strideW - padLeft;
+        int x1 = x0 + fw < inW ? x0 + fw : inW;
+        if (x0 < 0) x0 = 0;
+        const float* g = dy + ((b * outH + p) * outW + q) * c;
+        int ch = 0;
+        for (; ch + 4 <= c; ch += 4) {
+          v128_t best = wasm_f32x4_splat(-__builtin_inff());
+          v128_t where = wasm_i32x4_splat(-1);
+          for (int yy = y0; yy < y1; yy++) {
+            for (int xx = x0; xx < x1; xx++) {
+              int offset = (yy * inW + xx) * c + ch;
+              v128_t value = wasm_v128_load(image + offset);
+              v128_t greater = wasm_f32x4_gt(value, best);
+              best = wasm_v128_bitselect(value, best, greater);
+              where = wasm_v128_bitselect(wasm_i32x4_splat(offset), where, greater);
+            }
+          }
+          int w0 = wasm_i32x4_extract_lane(where, 0);
+          int w1 = wasm_i32x4_extract_lane(where, 1);
+          int w2 = wasm_i32x4_extract_lane(where, 2);
+          int w3 = wasm_i32x4_extract_lane(where, 3);
+          if (w0 >= 0) gradient[w0] += g[ch];
+          if (w1 >= 0) gradient[w1 + 1] += g[ch + 1];
+          if (w2 >= 0) gradient[w2 + 2] += g[ch + 2];
+          if (w3 >= 0) gradient[w3 + 3] += g[ch + 3];
+        }
+        for (; ch < c; ch++) {
+          float best = -__builtin_inff();
+          int where = -1;
+          for (int yy = y0; yy < y1; yy++) {
+            for (int xx = x0; xx < x1; xx++) {
+              int offset = (yy * inW + xx) * c + ch;
+              if (image[offset] > best) {
+                best = image[offset];
+                where = offset;
+              }
+            }
+          }
+          if (where >= 0) gradient[where] += g[ch];
+        }
+      }
+    }
+  }
+}
+
+/*
+ * Gradient of nearest-neighbour resizing (NHWC): dx = 0, then dy[b][r][q][:] is added to
+ * dx[b][rows[r]][cols[q]][:], where rows and cols (int32) are the input row and column that
+ * each output row and column read in the forward pass.
+ */
+EXPORT(resize_nearest_grad)
+void resize_nearest_grad(const float* dy, float* dx, const int* rows, const int* cols, int n, int inH, int inW, int c, int outH,
+                         int outW) {
+  int total = n * inH * inW * c;
+  for (int i = 0; i < total; i++) dx[i] = 0.0f;
+  for (int b = 0; b < n; b++) {
+    for (int r = 0; r < outH; r++) {
+      float* targetRow = dx + ((b * inH + rows[r]) * inW) * c;
+      const float* source = dy + ((b * outH + r) * outW) * c;
+      for (int q = 0; q < outW; q++, source += c) {
+        float* target = targetRow + cols[q] * c;
+        int ch = 0;
+        for (; ch + 4 <= c; ch += 4) wasm_v128_store(target + ch, wasm_f32x4_add(wasm_v128_load(target + ch), wasm_v128_load(source + ch)));
+        for (; ch < c; ch++) target[ch] += source[ch];
+      }
+    }
+  }
+}
