@@ -22,17 +22,28 @@ import { join } from "node:path"
 import * as tf from "@tensorflow/tfjs-core"
 import type * as tfl from "@tensorflow/tfjs-layers"
 import * as Data from "effect/Data"
-import { buildDiscriminator, type DiscriminatorConfig, discriminatorPair, methodDiscriminator, weightDecayLoss } from "./discriminator.ts"
-import {
-  type AdversarialWeights,
-  discriminatorLoss,
-  generatorLoss,
-  methodAdversarialWeights,
-  segmentationLossParts,
-  UNLABELLED
-} from "./loss.ts"
+import { FusedAdamOptimizer } from "./adam.ts"
+import type { BackendName } from "./backend.ts"
+import { discriminatorPair, methodDiscriminator, weightDecayLoss } from "./discriminator.ts"
+import { type AdversarialWeights, discriminatorLoss, methodAdversarialWeights, segmentationLossParts, UNLABELLED } from "./loss.ts"
 import { loadModel, loadNamedTensors, replaceDir, saveModel, saveNamedTensors, writeFileAtomic } from "./model-io.ts"
-import { buildUnet, dropoutLayers, outputSize, type UnetConfig } from "./unet.ts"
+import { ReplicaPool, tensorsFromBuffer } from "./replicas.ts"
+import {
+  type BatchTensors,
+  buildNetworkPair,
+  chunkGradients,
+  generatorObjective,
+  type NetworkPair,
+  restore,
+  setDropoutSeeds,
+  snapshot,
+  splitBatch,
+  statefulWeights,
+  trainableVariables
+} from "./step.ts"
+import { outputSize, type UnetConfig } from "./unet.ts"
+
+export { dropoutSeed } from "./step.ts"
 
 /** One batch from the sampler; see the module header for the layout. */
 export interface Batch {
@@ -120,6 +131,12 @@ export interface TrainOptions {
   readonly resume?: boolean
   readonly onProgress?: (progress: BatchProgress) => void
   readonly onEpoch?: (metrics: EpochMetrics) => void | Promise<void>
+  /**
+   * Threads that compute a step's micro-batches (default 1): this thread and threads - 1
+   * worker threads, each with its own copy of the networks. The result does not depend
+   * on it. Used with the wasm and cpu backends when a batch has several micro-batches.
+   */
+  readonly threads?: number
 }
 
 export interface TrainResult {
@@ -184,25 +201,6 @@ function fingerprintOf(config: TrainConfig, options: TrainOptions): string {
   return JSON.stringify({ config, stepsPerEpoch: options.stepsPerEpoch, seed: options.seed })
 }
 
-/** Seed of dropout layer `layer` at global step `step` (an integer hash, 31 bits). */
-export function dropoutSeed(seed: number, step: number, layer: number): number {
-  let h = (seed ^ 0x9e3779b9) >>> 0
-  for (const value of [step, layer]) {
-    h = Math.imul(h ^ value, 0x85ebca6b) >>> 0
-    h = (h ^ (h >>> 13)) >>> 0
-    h = Math.imul(h, 0xc2b2ae35) >>> 0
-    h = (h ^ (h >>> 16)) >>> 0
-  }
-  return h & 0x7fffffff
-}
-
-function setDropoutSeeds(model: tfl.LayersModel, seed: number, step: number): void {
-  for (const [index, layer] of dropoutLayers(model).entries()) {
-    // tfjs-layers' Dropout reads `seed` on every call, so setting it per step varies the mask.
-    ;(layer as unknown as { seed: number }).seed = dropoutSeed(seed, step, index)
-  }
-}
-
 /** Centre-crops labels [b, h, w] to [b, outH, outW]. */
 export function cropLabels(
   labels: Int32Array | Uint8Array,
@@ -225,11 +223,6 @@ export function cropLabels(
   return cropped
 }
 
-interface BatchTensors {
-  readonly x: tf.Tensor4D
-  readonly y: tf.Tensor3D
-}
-
 function toTensors(batch: Batch, model: UnetConfig): BatchTensors {
   const { patchHeight: h, patchWidth: w } = model
   const b = batch.batchSize
@@ -241,7 +234,7 @@ function toTensors(batch: Batch, model: UnetConfig): BatchTensors {
 }
 
 function makeAdam(config: OptimizerConfig): tf.AdamOptimizer {
-  return tf.train.adam(config.learningRate, config.beta1, config.beta2, config.epsilon)
+  return new FusedAdamOptimizer(config.learningRate, config.beta1, config.beta2, config.epsilon)
 }
 
 async function readAccBeta(optimizer: tf.AdamOptimizer): Promise<Array<number>> {
@@ -257,15 +250,9 @@ function writeAccBeta(optimizer: tf.AdamOptimizer, values: ReadonlyArray<number>
   })
 }
 
-interface Networks {
-  model: tfl.LayersModel
-  optimizer: tf.AdamOptimizer
-  discriminator?: tfl.LayersModel
-  discriminatorOptimizer?: tf.AdamOptimizer
-}
-
-function trainableVariables(model: tfl.LayersModel): Array<tf.Variable> {
-  return model.trainableWeights.map((w) => (w as unknown as { val: tf.Variable }).val)
+interface Networks extends NetworkPair {
+  readonly optimizer: tf.AdamOptimizer
+  readonly discriminatorOptimizer?: tf.AdamOptimizer
 }
 
 interface StepResult {
@@ -273,37 +260,23 @@ interface StepResult {
   readonly discriminatorLoss?: number
 }
 
-/** Computes the U-Net's loss on one (micro-)batch: segmentation loss plus any adversarial term. */
-function generatorObjective(networks: Networks, config: TrainConfig, chunk: BatchTensors): tf.Scalar {
-  const probabilities = networks.model.apply(chunk.x, { training: true }) as tf.Tensor4D
-  const segmentation = segmentationLossParts(probabilities, chunk.y, { diceEpsilon: config.diceEpsilon }).loss
-  if (networks.discriminator === undefined || config.adversarial === undefined) return segmentation
-  const judged = networks.discriminator.apply(discriminatorPair(chunk.x, probabilities), { training: true }) as tf.Tensor
-  return generatorLoss(segmentation, judged, config.adversarial.weights)
-}
-
-/** Splits a batch along axis 0 into chunks of at most `size` samples (the caller disposes them). */
-function splitBatch(batch: BatchTensors, size: number): Array<BatchTensors> {
-  const total = batch.x.shape[0]
-  const chunks: Array<BatchTensors> = []
-  for (let start = 0; start < total; start += size) {
-    const count = Math.min(size, total - start)
-    chunks.push({
-      x: tf.slice(batch.x, [start, 0, 0, 0], [count, -1, -1, -1]),
-      y: tf.slice(batch.y, [start, 0, 0], [count, -1, -1])
-    })
-  }
-  return chunks
-}
-
 /**
  * Updates the U-Net once and returns its loss. With config.microBatchSize below the batch
- * size, gradients of the micro-batches are averaged (weighted by their sizes) before one
- * Adam update. NOTE: batch norm then normalises with micro-batch statistics, and the
- * class-balanced cross-entropy is balanced per micro-batch, so this is close to, not equal
- * to, a whole-batch step.
+ * size, the batch is split into chunks whose gradients are summed (each chunk's loss
+ * weighted by its share of the batch) before one Adam update; step.ts gives the exact
+ * rule, and `replicas` spreads the chunks over threads without changing the result.
+ * NOTE: batch norm then normalises with micro-batch statistics, and the class-balanced
+ * cross-entropy is balanced per micro-batch, so this is close to, not equal to, a
+ * whole-batch step.
  */
-function generatorUpdate(networks: Networks, config: TrainConfig, batch: BatchTensors, seed: number, step: number): number {
+async function generatorUpdate(
+  networks: Networks,
+  config: TrainConfig,
+  batch: BatchTensors,
+  seed: number,
+  step: number,
+  replicas: ReplicaPool | undefined
+): Promise<number> {
   const variables = trainableVariables(networks.model)
   const total = batch.x.shape[0]
   const microBatchSize = config.microBatchSize ?? total
@@ -316,31 +289,70 @@ function generatorUpdate(networks: Networks, config: TrainConfig, batch: BatchTe
   }
 
   const chunks = splitBatch(batch, microBatchSize)
-  let sums: Record<string, tf.Tensor> | undefined
-  let lossSum = 0
-  for (const [index, chunk] of chunks.entries()) {
-    // Micro-batch k of step t uses the dropout seeds of (t * chunks + k).
-    setDropoutSeeds(networks.model, seed, step * chunks.length + index)
-    const weight = chunk.x.shape[0] / total
-    const { value, grads } = tf.variableGrads(() => tf.mul(weight, generatorObjective(networks, config, chunk)) as tf.Scalar, variables)
-    lossSum += value.dataSync()[0]!
-    value.dispose()
-    if (sums === undefined) {
-      sums = grads
-    } else {
-      const previous: Record<string, tf.Tensor> = sums
-      sums = Object.fromEntries(Object.entries(grads).map(([name, grad]) => [name, tf.add(previous[name]!, grad)]))
-      tf.dispose([...Object.values(previous), ...Object.values(grads)])
-    }
+  let remote: Promise<void> | undefined
+  if (replicas !== undefined) {
+    replicas.publishWeights(networks)
+    remote = replicas.runStep(step, seed, total, chunks)
+    // A rejection is raised by the await below; this keeps it from counting as unhandled meanwhile.
+    remote.catch(() => undefined)
   }
-  tf.dispose(chunks.flatMap((chunk) => [chunk.x, chunk.y]))
-  networks.optimizer.applyGradients(sums as Parameters<tf.AdamOptimizer["applyGradients"]>[0])
-  tf.dispose(Object.values(sums!))
+  const isLocal = (index: number) => replicas === undefined || replicas.replicaOf(index) === 0
+  const stateful = statefulWeights(networks)
+  const start = snapshot(stateful)
+  const local = new Map<number, { loss: number; grads: Array<tf.Tensor>; state: Array<tf.Tensor> }>()
+  try {
+    for (const [index, chunk] of chunks.entries()) {
+      if (!isLocal(index)) continue
+      restore(stateful, start)
+      const result = chunkGradients(networks, config, chunk, total, seed, step, index, chunks.length)
+      local.set(index, { ...result, state: snapshot(stateful) })
+    }
+    await remote
+  } catch (error) {
+    tf.dispose([...start, ...[...local.values()].flatMap((r) => [...r.grads, ...r.state])])
+    throw error
+  } finally {
+    tf.dispose(chunks.flatMap((chunk) => [chunk.x, chunk.y]))
+  }
+
+  // Gradients and statistics are combined in chunk order, whichever thread computed them.
+  let lossSum = 0
+  let gradSums: Array<tf.Tensor> | undefined
+  let stateSums: Array<tf.Tensor> | undefined
+  const accumulate = (sums: Array<tf.Tensor> | undefined, next: Array<tf.Tensor>) => {
+    if (sums === undefined) return next
+    const added = sums.map((sum, position) => tf.add(sum, next[position]!))
+    tf.dispose([...sums, ...next])
+    return added
+  }
+  for (let index = 0; index < chunks.length; index++) {
+    const mine = local.get(index)
+    const part = mine ?? {
+      loss: replicas!.lossOf(index),
+      grads: tensorsFromBuffer(replicas!.layout, replicas!.layout.trainable, replicas!.buffers.grads[index]!),
+      state: tensorsFromBuffer(replicas!.layout, replicas!.layout.stateful, replicas!.buffers.state[index]!)
+    }
+    lossSum += part.loss
+    gradSums = accumulate(gradSums, part.grads)
+    stateSums = accumulate(stateSums, part.state)
+  }
+  const means = stateSums!.map((sum) => tf.div(sum, chunks.length))
+  restore(stateful, means)
+  tf.dispose([...start, ...stateSums!, ...means])
+  networks.optimizer.applyGradients(variables.map((variable, position) => ({ name: variable.name, tensor: gradSums![position]! })))
+  tf.dispose(gradSums!)
   return lossSum
 }
 
 /** One optimisation step on one batch; returns the generator (segmentation) loss. */
-function trainStep(networks: Networks, config: TrainConfig, batch: BatchTensors, seed: number, step: number): StepResult {
+async function trainStep(
+  networks: Networks,
+  config: TrainConfig,
+  batch: BatchTensors,
+  seed: number,
+  step: number,
+  replicas: ReplicaPool | undefined
+): Promise<StepResult> {
   const { model } = networks
   const numClasses = config.model.numClasses
   let dLoss: number | undefined
@@ -372,7 +384,7 @@ function trainStep(networks: Networks, config: TrainConfig, batch: BatchTensors,
     dLoss = value
   }
   const generatorStep = networks.discriminator === undefined ? step : 2 * step
-  const loss = generatorUpdate(networks, config, batch, seed, generatorStep)
+  const loss = await generatorUpdate(networks, config, batch, seed, generatorStep, replicas)
   return dLoss === undefined ? { loss } : { loss, discriminatorLoss: dLoss }
 }
 
@@ -469,23 +481,12 @@ async function restoreOptimizer(optimizer: tf.AdamOptimizer, dir: string, baseNa
 }
 
 function buildNetworks(config: TrainConfig, seed: number): Networks {
-  const model = buildUnet({ ...config.model, seed })
-  const networks: Networks = { model, optimizer: makeAdam(config.optimizer) }
-  if (config.adversarial !== undefined) {
-    const out = outputSize(config.model, config.model.patchHeight, config.model.patchWidth)
-    const discriminatorConfig: DiscriminatorConfig = {
-      height: out.height,
-      width: out.width,
-      numClasses: config.model.numClasses,
-      convLayers: config.adversarial.convLayers,
-      filters: config.adversarial.filters,
-      weightDecay: config.adversarial.weightDecay,
-      seed: seed + 1000
-    }
-    networks.discriminator = buildDiscriminator(discriminatorConfig)
-    networks.discriminatorOptimizer = makeAdam(config.optimizer)
+  const pair = buildNetworkPair(config, seed)
+  return {
+    ...pair,
+    optimizer: makeAdam(config.optimizer),
+    ...(pair.discriminator === undefined ? {} : { discriminatorOptimizer: makeAdam(config.optimizer) })
   }
-  return networks
 }
 
 async function restoreNetworks(networks: Networks, checkpoint: string, state: TrainerState): Promise<void> {
@@ -501,6 +502,19 @@ async function restoreNetworks(networks: Networks, checkpoint: string, state: Tr
   }
 }
 
+/**
+ * Starts the worker replicas when options.threads > 1 and a batch splits into several
+ * micro-batches, on the wasm or cpu backend (the native backends use their own threads).
+ */
+async function startReplicas(networks: Networks, config: TrainConfig, options: TrainOptions): Promise<ReplicaPool | undefined> {
+  const batchSize = options.validation[0]!.batchSize
+  const chunkCount = Math.ceil(batchSize / (config.microBatchSize ?? batchSize))
+  const replicas = Math.min(options.threads ?? 1, chunkCount)
+  const backend = tf.getBackend()
+  if (replicas < 2 || (backend !== "wasm" && backend !== "cpu")) return undefined
+  return ReplicaPool.start(replicas, networks, config, options.seed, backend as BackendName, chunkCount)
+}
+
 function validateOptions(config: TrainConfig, options: TrainOptions): void {
   const micro = config.microBatchSize
   if (micro !== undefined && (!Number.isInteger(micro) || micro < 1)) {
@@ -512,6 +526,10 @@ function validateOptions(config: TrainConfig, options: TrainOptions): void {
   }
   if (options.validation.length === 0) {
     throw new TrainOptionsError({ field: "validation", expected: "at least one batch", actual: 0 })
+  }
+  const threads = options.threads
+  if (threads !== undefined && (!Number.isInteger(threads) || threads < 1)) {
+    throw new TrainOptionsError({ field: "threads", expected: "an integer >= 1", actual: threads })
   }
 }
 
@@ -543,13 +561,21 @@ export async function train(config: TrainConfig, sampler: BatchSampler, options:
     bestValLoss = state.bestValLoss ?? Number.POSITIVE_INFINITY
   }
 
+  const replicas = await startReplicas(networks, config, options)
+  try {
+    await trainEpochs()
+  } finally {
+    await replicas?.close()
+  }
+
+  async function trainEpochs(): Promise<void> {
   for (let epoch = startEpoch + 1; epoch <= options.epochs; epoch++) {
     const started = performance.now()
     let lossSum = 0
     let discriminatorLossSum = 0
     for (let batchIndex = 0; batchIndex < options.stepsPerEpoch; batchIndex++) {
       const tensors = toTensors(sampler.nextBatch(), config.model)
-      const result = trainStep(networks, config, tensors, options.seed, step)
+      const result = await trainStep(networks, config, tensors, options.seed, step, replicas)
       tf.dispose([tensors.x, tensors.y])
       step += 1
       lossSum += result.loss
@@ -592,6 +618,7 @@ export async function train(config: TrainConfig, sampler: BatchSampler, options:
     }
     await writeCheckpoint(options.checkpointDir, networks, state)
     await options.onEpoch?.(metrics)
+  }
   }
 
   networks.optimizer.dispose()
