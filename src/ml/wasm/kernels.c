@@ -176,16 +176,44 @@ void scatter_blocks(const float* tmp, float* dst, int n, int h, int w, int fh, i
   }
 }
 
-/* Address of the first input float under output pixel `pixel` (flattened n, oh, ow). */
-static inline const float* receptive_base(const float* x, int pixel, int outH, int outW, int inH, int inW, int inC, int strideH,
-                                          int strideW) {
-  int perImage = outH * outW;
-  int b = pixel / perImage;
-  int rest = pixel - b * perImage;
-  int oh = rest / outW;
-  int ow = rest - oh * outW;
-  return x + ((b * inH + oh * strideH) * inW + ow * strideW) * inC;
+/* An output pixel's position (image b, row oh, column ow), advanced without division. */
+typedef struct {
+  int b;
+  int oh;
+  int ow;
+} pixel_cursor;
+
+static inline void advance(pixel_cursor* cursor, int outH, int outW) {
+  if (++cursor->ow < outW) return;
+  cursor->ow = 0;
+  if (++cursor->oh < outH) return;
+  cursor->oh = 0;
+  cursor->b++;
 }
+
+/* Address of the first input float under the cursor's output pixel. */
+static inline const float* receptive_base(const float* x, pixel_cursor cursor, int inH, int inW, int inC, int strideH, int strideW) {
+  return x + ((cursor.b * inH + cursor.oh * strideH) * inW + cursor.ow * strideW) * inC;
+}
+
+/* Accumulates `depth` steps of a 4 x 8 tile: rows a0..a3 (consecutive floats) times `depth` packed rows of b. */
+#define TILE_STEPS(depth)                                    \
+  for (int k = 0; k < (depth); k++, b += 8) {                \
+    v128_t wl = wasm_v128_load(b);                           \
+    v128_t wh = wasm_v128_load(b + 4);                       \
+    v128_t a = wasm_v128_load32_splat(a0 + k);               \
+    c0l = madd(a, wl, c0l);                                  \
+    c0h = madd(a, wh, c0h);                                  \
+    a = wasm_v128_load32_splat(a1 + k);                      \
+    c1l = madd(a, wl, c1l);                                  \
+    c1h = madd(a, wh, c1h);                                  \
+    a = wasm_v128_load32_splat(a2 + k);                      \
+    c2l = madd(a, wl, c2l);                                  \
+    c2h = madd(a, wh, c2h);                                  \
+    a = wasm_v128_load32_splat(a3 + k);                      \
+    c3l = madd(a, wl, c3l);                                  \
+    c3h = madd(a, wh, c3h);                                  \
+  }
 
 /*
  * Valid 2-D convolution of x [n][inH][inW][inC] with a filter packed by pack_panels (rows
@@ -193,7 +221,8 @@ static inline const float* receptive_base(const float* x, int pixel, int outH, i
  *   y[b][oh][ow][co] = bias[co] + sum over i, j, ci of
  *                      x[b][oh * strideH + i * dilationH][ow * strideW + j * dilationW][ci] * w[i][j][ci][co]
  * then max(0, .) when relu is set. bias may be 0 (null) for none. Padding is the caller's:
- * pad x with copy_window first.
+ * pad x with copy_window first. Without column dilation, the fw * inC floats under one
+ * filter row are contiguous, so they form one run of the inner loop.
  */
 EXPORT(conv2d)
 void conv2d(const float* x, const float* packed, const float* bias, float* y, int n, int inH, int inW, int inC, int outH,
@@ -201,14 +230,21 @@ void conv2d(const float* x, const float* packed, const float* bias, float* y, in
   int pixels = n * outH * outW;
   int depth = fh * fw * inC;
   int panels = (outC + 7) / 8;
+  int rowRun = dilationW == 1 ? fw * inC : inC;
+  int runsPerRow = dilationW == 1 ? 1 : fw;
   v128_t zero = wasm_f32x4_splat(0.0f);
+  pixel_cursor cursor = {0, 0, 0};
   for (int m = 0; m < pixels; m += 4) {
     int rows = pixels - m < 4 ? pixels - m : 4;
     /* Rows past the end repeat the last pixel; their results are not stored. */
-    const float* base0 = receptive_base(x, m, outH, outW, inH, inW, inC, strideH, strideW);
-    const float* base1 = receptive_base(x, m + (rows > 1 ? 1 : 0), outH, outW, inH, inW, inC, strideH, strideW);
-    const float* base2 = receptive_base(x, m + (rows > 2 ? 2 : rows - 1), outH, outW, inH, inW, inC, strideH, strideW);
-    const float* base3 = receptive_base(x, m + (rows > 3 ? 3 : rows - 1), outH, outW, inH, inW, inC, strideH, strideW);
+    const float* base0 = receptive_base(x, cursor, inH, inW, inC, strideH, strideW);
+    if (rows > 1) advance(&cursor, outH, outW);
+    const float* base1 = receptive_base(x, cursor, inH, inW, inC, strideH, strideW);
+    if (rows > 2) advance(&cursor, outH, outW);
+    const float* base2 = receptive_base(x, cursor, inH, inW, inC, strideH, strideW);
+    if (rows > 3) advance(&cursor, outH, outW);
+    const float* base3 = receptive_base(x, cursor, inH, inW, inC, strideH, strideW);
+    advance(&cursor, outH, outW);
     for (int p = 0; p < panels; p++) {
       int columns = outC - p * 8 < 8 ? outC - p * 8 : 8;
       v128_t initLow = zero;
@@ -218,28 +254,13 @@ void conv2d(const float* x, const float* packed, const float* bias, float* y, in
       v128_t c2l = initLow, c2h = initHigh, c3l = initLow, c3h = initHigh;
       const float* b = packed + p * depth * 8;
       for (int i = 0; i < fh; i++) {
-        for (int j = 0; j < fw; j++) {
+        for (int j = 0; j < runsPerRow; j++) {
           int offset = (i * dilationH * inW + j * dilationW) * inC;
           const float* a0 = base0 + offset;
           const float* a1 = base1 + offset;
           const float* a2 = base2 + offset;
           const float* a3 = base3 + offset;
-          for (int ci = 0; ci < inC; ci++, b += 8) {
-            v128_t wl = wasm_v128_load(b);
-            v128_t wh = wasm_v128_load(b + 4);
-            v128_t a = wasm_v128_load32_splat(a0 + ci);
-            c0l = madd(a, wl, c0l);
-            c0h = madd(a, wh, c0h);
-            a = wasm_v128_load32_splat(a1 + ci);
-            c1l = madd(a, wl, c1l);
-            c1h = madd(a, wh, c1h);
-            a = wasm_v128_load32_splat(a2 + ci);
-            c2l = madd(a, wl, c2l);
-            c2h = madd(a, wh, c2h);
-            a = wasm_v128_load32_splat(a3 + ci);
-            c3l = madd(a, wl, c3l);
-            c3h = madd(a, wh, c3h);
-          }
+          TILE_STEPS(rowRun)
         }
       }
       if (relu) {
@@ -284,9 +305,9 @@ void conv2d_backprop_filter(const float* x, const float* dy, float* dw, int n, i
   int depth = fh * fw * inC;
   int panels = (outC + 7) / 8;
   int imageRows = n * outH;
-  /* About 128 KiB of dy and x rows per block. */
+  /* About 512 KiB of dy and x rows per block, within a 1 MiB L2 cache. */
   int floatsPerRow = outW * outC + strideH * inW * inC;
-  int blockRows = 32768 / (floatsPerRow > 0 ? floatsPerRow : 1);
+  int blockRows = 131072 / (floatsPerRow > 0 ? floatsPerRow : 1);
   if (blockRows < 1) blockRows = 1;
   for (int firstRow = 0; firstRow < imageRows; firstRow += blockRows) {
     int lastRow = firstRow + blockRows < imageRows ? firstRow + blockRows : imageRows;
@@ -308,10 +329,14 @@ void conv2d_backprop_filter(const float* x, const float* dy, float* dw, int n, i
           if (rows > 2) load_row8(out + 2 * outC, columns, &c2l, &c2h);
           if (rows > 3) load_row8(out + 3 * outC, columns, &c3l, &c3h);
         }
+        int b = firstRow / outH;
+        int oh = firstRow - b * outH;
         for (int row = firstRow; row < lastRow; row++) {
-          int b = row / outH;
-          int oh = row - b * outH;
           const float* xRow = x + ((b * inH + oh * strideH) * inW) * inC;
+          if (++oh == outH) {
+            oh = 0;
+            b++;
+          }
           const float* g = dy + row * outW * outC + p * 8;
           int step = strideW * inC;
           if (columns == 8) {
