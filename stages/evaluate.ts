@@ -15,7 +15,7 @@ import { readMetaImage } from "../src/volume/metaimage.ts"
 import type { Volume } from "../src/volume/volume.ts"
 import type { CaseInfo } from "./preprocess.ts"
 import { readSplitFile } from "./split.ts"
-import { plannedBackend } from "./support/backend.ts"
+import { computeThreads, plannedBackend } from "./support/backend.ts"
 import { attempt, attemptPromise } from "./support/effect.ts"
 import { caseFileName, loadTiledPredictor, TileParams } from "./support/inference.ts"
 
@@ -75,6 +75,7 @@ export const evaluate = Stage.make({
         backendName: ctx.environment.backend,
         tileHeight: params.tileHeight,
         tileWidth: params.tileWidth,
+        threads: yield* attempt(() => computeThreads()),
         log: ctx.log
       })
       const { predictVolume } = yield* attemptPromise(() => import("../src/eval/predict.ts"))
@@ -82,53 +83,54 @@ export const evaluate = Stage.make({
 
       const evaluations: VolumeEvaluationInput[] = []
       let scheme: "retouch" | "binary" = "binary"
-      let slicesDone = 0
-      const infos: CaseInfo[] = []
-      for (const key of splitFile.test) {
-        infos.push(JSON.parse(yield* attemptPromise(() => readFile(ctx.inputs.info[key]!.path, "utf8"))) as CaseInfo)
-      }
-      const slicesTotal = infos.reduce((sum, info) => sum + info.dims[2], 0)
-      for (const info of infos) {
-        const key = info.key
-        const volume = yield* attemptPromise(() => readMetaImage(ctx.inputs.volumes[key]!.path))
-        const reference = (yield* attemptPromise(() => readMetaImage(ctx.inputs.labels[key]!.path))) as Volume<Uint8Array>
-        const roiMask = params.restrictToRoi
-          ? yield* attemptPromise(() => readMetaImage(ctx.inputs.rois[key]!.path))
-          : undefined
-        const name = caseFileName(key)
-        const done = slicesDone
-        const result = yield* attemptPromise(() =>
-          predictVolume({
-            predictor,
-            volume,
+      yield* Effect.gen(function* () {
+        let slicesDone = 0
+        const infos: CaseInfo[] = []
+        for (const key of splitFile.test) {
+          infos.push(JSON.parse(yield* attemptPromise(() => readFile(ctx.inputs.info[key]!.path, "utf8"))) as CaseInfo)
+        }
+        const slicesTotal = infos.reduce((sum, info) => sum + info.dims[2], 0)
+        for (const info of infos) {
+          const key = info.key
+          const volume = yield* attemptPromise(() => readMetaImage(ctx.inputs.volumes[key]!.path))
+          const reference = (yield* attemptPromise(() => readMetaImage(ctx.inputs.labels[key]!.path))) as Volume<Uint8Array>
+          const roiMask = params.restrictToRoi
+            ? yield* attemptPromise(() => readMetaImage(ctx.inputs.rois[key]!.path))
+            : undefined
+          const name = caseFileName(key)
+          const done = slicesDone
+          const result = yield* attemptPromise(() =>
+            predictVolume({
+              predictor,
+              volume,
+              vendor: info.vendor,
+              caseId: name,
+              reference,
+              outputBase: join(ctx.outputs.labels, name),
+              overlayDir: ctx.outputs.overlays,
+              overlay: {
+                selection: params.overlayZ.length > 0 ? { slices: params.overlayZ } : { mostFluid: params.overlaySlices }
+              },
+              inference: {
+                batchSize: params.batchSize,
+                ...(roiMask === undefined ? {} : { mask: roiMask }),
+                onProgress: (slice) => ctx.progress(done + slice, slicesTotal, key)
+              },
+              absentClassRule: params.absentClassRule
+            })
+          )
+          slicesDone += info.dims[2]
+          scheme = result.scheme
+          evaluations.push({
+            caseId: key,
             vendor: info.vendor,
-            caseId: name,
             reference,
-            outputBase: join(ctx.outputs.labels, name),
-            overlayDir: ctx.outputs.overlays,
-            overlay: {
-              selection: params.overlayZ.length > 0 ? { slices: params.overlayZ } : { mostFluid: params.overlaySlices }
-            },
-            inference: {
-              batchSize: params.batchSize,
-              ...(roiMask === undefined ? {} : { mask: roiMask }),
-              onProgress: (slice) => ctx.progress(done + slice, slicesTotal, key)
-            },
-            absentClassRule: params.absentClassRule
+            prediction: result.labels,
+            scores: result.scores
           })
-        )
-        slicesDone += info.dims[2]
-        scheme = result.scheme
-        evaluations.push({
-          caseId: key,
-          vendor: info.vendor,
-          reference,
-          prediction: result.labels,
-          scores: result.scores
-        })
-        ctx.log("info", "case evaluated", { case: key, slices: info.dims[2] })
-      }
-      dispose()
+          ctx.log("info", "case evaluated", { case: key, slices: info.dims[2] })
+        }
+      }).pipe(Effect.ensuring(Effect.promise(dispose)))
 
       const references =
         scheme === "binary"

@@ -18,7 +18,7 @@ import { schemeClassNames } from "../src/volume/labels.ts"
 import { readMetaImage } from "../src/volume/metaimage.ts"
 import type { Volume } from "../src/volume/volume.ts"
 import type { PreparedScanInfo } from "./predict-prepare.ts"
-import { plannedBackend } from "./support/backend.ts"
+import { computeThreads, plannedBackend } from "./support/backend.ts"
 import { attempt, attemptPromise } from "./support/effect.ts"
 import { caseFileName, loadTiledPredictor, TileParams } from "./support/inference.ts"
 
@@ -89,6 +89,7 @@ export const predict = Stage.make({
         backendName: ctx.environment.backend,
         tileHeight: params.tileHeight,
         tileWidth: params.tileWidth,
+        threads: yield* attempt(() => computeThreads()),
         log: ctx.log
       })
       const { predictVolume } = yield* attemptPromise(() => import("../src/eval/predict.ts"))
@@ -110,7 +111,7 @@ export const predict = Stage.make({
           },
           absentClassRule: params.absentClassRule
         })
-      ).pipe(Effect.ensuring(Effect.sync(dispose)))
+      ).pipe(Effect.ensuring(Effect.promise(dispose)))
 
       const { writeMetaImage } = yield* attemptPromise(() => import("../src/volume/metaimage.ts"))
       const { writeNifti } = yield* attemptPromise(() => import("../src/volume/nifti.ts"))

@@ -16,7 +16,7 @@ import { validationSplit } from "../src/split/split.ts"
 import { readMetaImage } from "../src/volume/metaimage.ts"
 import type { CaseInfo } from "./preprocess.ts"
 import { readSplitFile } from "./split.ts"
-import { plannedBackend } from "./support/backend.ts"
+import { computeThreads, plannedBackend } from "./support/backend.ts"
 import { attempt, attemptPromise } from "./support/effect.ts"
 import { MixedSchemeError } from "./support/errors.ts"
 
@@ -40,8 +40,11 @@ export const TrainParams = Schema.Struct({
   epochs: withDefault(PositiveInt, 6),
   stepsPerEpoch: withDefault(PositiveInt, 40),
   batchSize: withDefault(PositiveInt, 8),
-  /** Samples per forward/backward pass; 0 means the whole batch at once. */
-  microBatchSize: withDefault(Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)), 0),
+  /**
+   * Samples per forward/backward pass; 0 means the whole batch at once. A batch's passes
+   * run in parallel on OCTFLOW_THREADS threads (default one per core).
+   */
+  microBatchSize: withDefault(Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)), 4),
   /** Fixed validation batches drawn once from the validation cases. */
   validationBatches: withDefault(PositiveInt, 4),
   /** Fold of the split's training cases held out for validation. */
@@ -116,6 +119,9 @@ export const train = Stage.make({
       const { initBackend } = yield* attemptPromise(() => import("../src/ml/backend.ts"))
       const backend = yield* attemptPromise(() => initBackend({ backend: ctx.environment.backend }))
       ctx.log("info", "tfjs backend", { backend: backend.name, version: backend.version, threads: backend.threads })
+      const threads = yield* attempt(() => computeThreads())
+      const passes = params.microBatchSize > 0 ? Math.ceil(params.batchSize / params.microBatchSize) : 1
+      ctx.log("info", "training threads", { threads: Math.min(threads, passes), passesPerBatch: passes })
 
       const { outputSize, paperConfig } = yield* attemptPromise(() => import("../src/ml/unet.ts"))
       const { makePatchSampler } = yield* attemptPromise(() => import("../src/ml/patches.ts"))
@@ -163,6 +169,7 @@ export const train = Stage.make({
           validation: validationBatches,
           checkpointDir: join(ctx.scratchDir, "checkpoints"),
           seed: ctx.seed,
+          threads,
           onProgress: (progress) =>
             ctx.progress(
               (progress.epoch - 1) * params.stepsPerEpoch + progress.batchesDone,

@@ -40,7 +40,8 @@ export const workflow = Workflow.make({
         epochs: 2,
         stepsPerEpoch: 4,
         validationBatches: 1,
-        batchSize: 4
+        batchSize: 4,
+        microBatchSize: 2
       },
       evaluate: { overlaySlices: 1, batchSize: 32 }
     }

@@ -40,6 +40,8 @@ export interface Predictor {
   readonly classCount: number
   /** Maps x [n, inputHeight, inputWidth, 3] to probabilities [n, outputHeight, outputWidth, classCount]. */
   readonly predictBatch: (x: Float32Array) => Promise<Float32Array>
+  /** predictBatch calls that can run at once (threads behind it); inferVolume keeps this many B-scans in flight. Default 1. */
+  readonly concurrency?: number
 }
 
 export interface InferenceOptions {
@@ -289,7 +291,7 @@ export const inferVolume = async (
     Math.min(height - 1, Math.floor(((row + 0.5) * height) / scaledHeight))
   )
 
-  for (let z = 0; z < depth; z++) {
+  const segmentSlice = async (z: number): Promise<void> => {
     const input = scaledSliceInput(image, z, scaledHeight)
     const probabilities = await predictScaledSlice(input, scaledHeight, width, predictor, options)
     const scaledLabels = new Uint8Array(scaledHeight * width)
@@ -321,8 +323,21 @@ export const inferVolume = async (
     if (mask !== undefined) {
       for (let i = sliceOffset; i < sliceOffset + width * height; i++) if (mask.data[i] === 0) labels[i] = 0
     }
-    options.onProgress?.(z + 1, depth)
   }
+
+  // Slices write disjoint parts of labels and scores, so they may finish in any order.
+  let next = 0
+  let done = 0
+  const lane = async (): Promise<void> => {
+    while (next < depth) {
+      const z = next++
+      await segmentSlice(z)
+      done += 1
+      options.onProgress?.(done, depth)
+    }
+  }
+  const lanes = Math.max(1, Math.min(depth, predictor.concurrency ?? 1))
+  await Promise.all(Array.from({ length: lanes }, lane))
 
   return {
     labels: { dims: image.dims, spacingMm: image.spacingMm, dtype: "uint8", data: labels },

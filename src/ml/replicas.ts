@@ -21,7 +21,8 @@ import type { BackendName } from "./backend.ts"
 import type { TrainConfig } from "./trainer.ts"
 import { type BatchTensors, type NetworkPair, pairWeights, statefulWeights } from "./step.ts"
 
-const entryUrl = new URL("./replica-entry.mjs", import.meta.url)
+const entryUrl = new URL("./thread-entry.mjs", import.meta.url)
+const workerModule = new URL("./replica-worker.ts", import.meta.url).href
 
 export class ReplicaError extends Data.TaggedError("ReplicaError")<{
   readonly replica: number
@@ -240,7 +241,7 @@ export class ReplicaPool {
   }
 
   private spawn(init: ReplicaInit): Promise<void> {
-    const worker = new Worker(entryUrl)
+    const worker = new Worker(entryUrl, { workerData: { module: workerModule } })
     const slot: WorkerSlot = { worker, replica: init.replica, pending: undefined, failure: undefined }
     this.slots.push(slot)
     worker.on("message", (reply: ReplicaReply) => {

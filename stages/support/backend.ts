@@ -9,6 +9,7 @@
  */
 import { existsSync, readdirSync, readFileSync } from "node:fs"
 import { createRequire } from "node:module"
+import { availableParallelism } from "node:os"
 import { dirname, join } from "node:path"
 
 /** The names src/ml/backend.ts accepts; repeated here because importing it loads tfjs. */
@@ -66,4 +67,23 @@ export const plannedBackend = (): { readonly backend: BackendName; readonly back
   const version =
     dir === undefined ? "missing" : (JSON.parse(readFileSync(join(dir, "package.json"), "utf8")) as { version: string }).version
   return { backend, backendVersion: version }
+}
+
+export class InvalidThreadsError extends Error {
+  readonly _tag = "InvalidThreadsError"
+  constructor(readonly value: string) {
+    super(`OCTFLOW_THREADS is "${value}"; expected a positive integer (threads for training and inference), or unset for one per core`)
+  }
+}
+
+/**
+ * Threads that train and evaluate compute on: `OCTFLOW_THREADS` when set, else one per
+ * core. Results do not depend on it, so it is not part of any fingerprint.
+ */
+export const computeThreads = (): number => {
+  const value = process.env.OCTFLOW_THREADS
+  if (value === undefined || value === "") return availableParallelism()
+  const threads = Number(value)
+  if (!Number.isInteger(threads) || threads < 1) throw new InvalidThreadsError(value)
+  return threads
 }

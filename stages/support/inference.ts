@@ -49,14 +49,15 @@ export interface TiledPredictor {
   readonly backend: BackendInfo
   readonly tileHeight: number
   readonly tileWidth: number
-  /** Frees the rebuilt model's tensors. */
-  readonly dispose: () => void
+  /** Frees the rebuilt model's tensors and stops any inference threads. */
+  readonly dispose: () => Promise<void>
 }
 
 /**
  * Initialises `backendName`, loads the trained model from `modelDir` and rebuilds it for
  * tiles of about `tileHeight` x `tileWidth` pixels, with the U-Net config from the train
- * stage's history file.
+ * stage's history file. On the wasm and cpu backends with `threads` > 1, inference threads
+ * each do that, and the predictor spreads B-scans over them.
  */
 export const loadTiledPredictor = (options: {
   readonly modelDir: string
@@ -64,6 +65,7 @@ export const loadTiledPredictor = (options: {
   readonly backendName: string | undefined
   readonly tileHeight: number
   readonly tileWidth: number
+  readonly threads: number
   readonly log: StageLog
 }) =>
   Effect.gen(function* () {
@@ -77,10 +79,35 @@ export const loadTiledPredictor = (options: {
     const trained = yield* attemptPromise(() => loadModel(options.modelDir))
     const tileHeight = snapTileSize(options.tileHeight, history.model.patchHeight, history.model.depth)
     const tileWidth = snapTileSize(options.tileWidth, history.model.patchWidth, history.model.depth)
+    if (options.threads > 1 && (backend.name === "wasm" || backend.name === "cpu")) {
+      trained.dispose()
+      const { startPredictorPool } = yield* attemptPromise(() => import("../../src/eval/predictor-pool.ts"))
+      const pool = yield* attemptPromise(() =>
+        startPredictorPool({
+          threads: options.threads,
+          backend: backend.name,
+          modelDir: options.modelDir,
+          config: history.model,
+          tileHeight,
+          tileWidth
+        })
+      )
+      options.log("info", "inference tiles", { height: tileHeight, width: tileWidth, threads: pool.threads })
+      const result: TiledPredictor = { predictor: pool.predictor, backend, tileHeight, tileWidth, dispose: () => pool.close() }
+      return result
+    }
     const model = yield* attempt(() => buildUnetForInput(history.model, trained, tileHeight, tileWidth))
     trained.dispose()
-    options.log("info", "inference tiles", { height: tileHeight, width: tileWidth })
+    options.log("info", "inference tiles", { height: tileHeight, width: tileWidth, threads: 1 })
     const predictor = yield* attempt(() => predictorFromModel(model))
-    const result: TiledPredictor = { predictor, backend, tileHeight, tileWidth, dispose: () => model.dispose() }
+    const result: TiledPredictor = {
+      predictor,
+      backend,
+      tileHeight,
+      tileWidth,
+      dispose: async () => {
+        model.dispose()
+      }
+    }
     return result
   })

@@ -275,3 +275,45 @@ describe("writeLabelVolume", () => {
     read.spacingMm.forEach((spacing, axis) => expect(spacing).toBeCloseTo([0.01, 0.0039, 0.12][axis], 6))
   })
 })
+
+describe("predictor pool", () => {
+  let dir: string
+  beforeAll(async () => {
+    await tf.setBackend("cpu")
+    dir = await mkdtemp(join(tmpdir(), "octflow-pool-"))
+  })
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  it("two threads equal one", async () => {
+    const { saveModel } = await import("../../src/ml/model-io.ts")
+    const { buildUnetForInput } = await import("../../src/ml/unet.ts")
+    const { startPredictorPool } = await import("../../src/eval/predictor-pool.ts")
+    const config = { ...cpuConfig, baseFilters: 2 }
+    const trained = buildUnet(config)
+    await saveModel(trained, join(dir, "model"))
+    const local = buildUnetForInput(config, trained, 144, 80)
+    const image = randomImage(150, 120, 5, 3)
+    const expected = await inferVolume(image, predictorFromModel(local))
+    const pool = await startPredictorPool({ threads: 2, backend: "cpu", modelDir: join(dir, "model"), config, tileHeight: 144, tileWidth: 80 })
+    try {
+      expect(pool.predictor.concurrency).toBe(2)
+      const progress: Array<number> = []
+      const parallel = await inferVolume(image, pool.predictor, { onProgress: (done) => progress.push(done) })
+      expect(Array.from(parallel.labels.data)).toEqual(Array.from(expected.labels.data))
+      expect(Array.from(parallel.scores.values)).toEqual(Array.from(expected.scores.values))
+      expect(progress).toEqual([1, 2, 3, 4, 5])
+    } finally {
+      await pool.close()
+      trained.dispose()
+      local.dispose()
+    }
+  })
+
+  it("a missing model names the thread", async () => {
+    const { startPredictorPool } = await import("../../src/eval/predictor-pool.ts")
+    const start = startPredictorPool({ threads: 2, backend: "cpu", modelDir: join(dir, "missing"), config: cpuConfig, tileHeight: 128, tileWidth: 64 })
+    await expect(start).rejects.toThrow(/Inference thread \d failed: .*missing/)
+  })
+})

@@ -84,4 +84,35 @@ describe("training on wasm", () => {
     result.model.dispose()
     await rm(dir, { recursive: true, force: true })
   })
+
+  it("two threads equal one", async () => {
+    await tf.setBackend("wasm")
+    const run = async (threads: number) => {
+      const dir = await mkdtemp(join(tmpdir(), "octflow-wasm-threads-"))
+      const result = await train(
+        { model: tinyConfig, optimizer: methodOptimizer, microBatchSize: 1 },
+        new SyntheticSampler(5, 4, 24, 24),
+        { epochs: 2, stepsPerEpoch: 3, validation: [new SyntheticSampler(99, 4, 24, 24).nextBatch()], checkpointDir: dir, seed: 3, threads }
+      )
+      const weights = result.model.getWeights().flatMap((w) => Array.from(w.dataSync()))
+      result.model.dispose()
+      await rm(dir, { recursive: true, force: true })
+      return weights
+    }
+    const one = await run(1)
+    const two = await run(2)
+    expect(two).toEqual(one)
+  })
+
+  it("a failed replica names itself", async () => {
+    await tf.setBackend("wasm")
+    const { ReplicaPool } = await import("../../src/ml/replicas.ts")
+    const { buildNetworkPair } = await import("../../src/ml/step.ts")
+    const config = { model: tinyConfig, optimizer: methodOptimizer }
+    const networks = buildNetworkPair(config, 1)
+    // An unknown backend makes the worker's initBackend fail.
+    const start = ReplicaPool.start(2, networks, config, 1, "no-such-backend" as never, 2)
+    await expect(start).rejects.toThrow(/Training replica thread 1 failed: Unknown TensorFlow.js backend "no-such-backend"/)
+    networks.model.dispose()
+  })
 })

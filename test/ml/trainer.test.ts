@@ -215,6 +215,52 @@ describe("train on cpu", () => {
     expect(Buffer.from(single.buffer).equals(Buffer.from(whole.buffer))).toBe(true)
   })
 
+  it("threads do not change the weights", async () => {
+    const run = async (threads: number) => {
+      const result = await train({ ...config, microBatchSize: 1 }, sampler(), {
+        epochs: 2,
+        stepsPerEpoch: 2,
+        validation: validationBatches(),
+        checkpointDir: await temporaryDir(),
+        seed: 8,
+        threads
+      })
+      const weights = flatWeights(result.model)
+      result.model.dispose()
+      return { weights, losses: result.history.map((epoch) => epoch.loss) }
+    }
+    const one = await run(1)
+    const two = await run(2)
+    const three = await run(3)
+    expect(two.losses).toEqual(one.losses)
+    expect(three.losses).toEqual(one.losses)
+    expect(Buffer.from(two.weights.buffer).equals(Buffer.from(one.weights.buffer))).toBe(true)
+    expect(Buffer.from(three.weights.buffer).equals(Buffer.from(one.weights.buffer))).toBe(true)
+  })
+
+  it("threads keep the tensor count flat", async () => {
+    const counts: Array<number> = []
+    const result = await train({ ...config, microBatchSize: 2 }, sampler(), {
+      epochs: 3,
+      stepsPerEpoch: 2,
+      validation: validationBatches(),
+      checkpointDir: await temporaryDir(),
+      seed: 3,
+      threads: 2,
+      onEpoch: () => {
+        counts.push(tf.memory().numTensors)
+      }
+    })
+    expect(counts[2]).toBe(counts[1])
+    result.model.dispose()
+  })
+
+  it("rejects zero threads", async () => {
+    await expect(
+      train(config, sampler(), { epochs: 1, stepsPerEpoch: 1, validation: validationBatches(), checkpointDir: await temporaryDir(), seed: 4, threads: 0 })
+    ).rejects.toThrow(TrainOptionsError)
+  })
+
   it("rejects a zero micro-batch size", async () => {
     await expect(train({ ...config, microBatchSize: 0 }, sampler(), { epochs: 1, stepsPerEpoch: 1, validation: validationBatches(), checkpointDir: await temporaryDir(), seed: 4 })).rejects.toThrow(TrainOptionsError)
   })

@@ -1,0 +1,8 @@
+// Worker-thread bootstrap for the training replicas and inference workers: registers the
+// tsx loader in this thread (Node 20 applies no `--import` to a worker's entry module),
+// then loads the TypeScript module named by workerData.module (a file URL).
+import { workerData } from "node:worker_threads"
+import { register } from "tsx/esm/api"
+
+register()
+await import(workerData.module)
