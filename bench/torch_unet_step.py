@@ -8,8 +8,9 @@ nearest-upsampled decoder outputs, a 3x3 output conv), the same loss (0.5 x (cla
 cross-entropy + 1 - soft fluid Dice)) and Adam(2e-4, betas 0.5, 0.999). Tensors are NCHW.
 
 Usage: torch_unet_step.py --threads N --base F --depth D --height H --width W
-       [--classes C] [--batch B] [--steps S] [--warmup K]
-Prints one JSON object: median milliseconds per training step and per inference batch.
+       [--classes C] [--batch B] [--steps S] [--warmup K] [--tile T]
+Prints one JSON object: median milliseconds per training step and per inference batch,
+and with --tile, per forward pass of one T x T tile (the size whole-B-scan inference uses).
 """
 import argparse
 import json
@@ -113,6 +114,7 @@ def main():
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--tile", type=int, default=0)
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -145,14 +147,26 @@ def main():
             if step >= 1:
                 inference_ms.append((time.perf_counter() - started) * 1000)
 
-    print(json.dumps({
+    result = {
         "torch": torch.__version__,
         "threads": args.threads,
         "output": [int(out_shape[2]), int(out_shape[3])],
         "step_ms": statistics.median(step_ms),
         "inference_batch_ms": statistics.median(inference_ms),
         "steps_timed": args.steps,
-    }))
+    }
+    if args.tile > 0:
+        tile = torch.randn(1, 3, args.tile, args.tile)
+        tile_ms = []
+        with torch.no_grad():
+            for step in range(1 + min(args.steps, 3)):
+                started = time.perf_counter()
+                torch.softmax(model(tile), 1)
+                if step >= 1:
+                    tile_ms.append((time.perf_counter() - started) * 1000)
+        result["tile"] = args.tile
+        result["tile_ms"] = statistics.median(tile_ms)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

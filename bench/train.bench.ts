@@ -1,36 +1,42 @@
 /**
  * Benchmarks U-Net training steps (through `train`, so trainer overhead counts) and
- * inference on the wasm backend against the same architecture, loss, optimiser and batch in
- * PyTorch on the CPU (bench/torch_unet_step.py, one and two threads), for the cpu and paper
- * configs. Writes bench/results/train.json.
+ * whole-B-scan inference on the wasm backend, against the same architecture, loss,
+ * optimiser and batch in PyTorch on the CPU (bench/torch_unet_step.py, one and two
+ * threads), for the cpu and paper configs. Writes bench/results/train.json.
+ *
+ * Training runs with the train stage's defaults: micro-batches of 4 (cpu) or 2 (paper)
+ * spread over one thread per core, and again on one thread for the scaling. The cpu config
+ * is also timed on one thread with the package's own forward kernels in place of this
+ * project's. Inference segments a 496 x 512 B-scan (Spectralis size) with 512 x 512 tiles,
+ * as the evaluate stage does, through the inference thread pool; PyTorch's tile time gives
+ * its B-scans per second for the same tiling.
  *
  * Target: a wasm training step is no slower than a one-thread PyTorch step.
- * Inference B-scans per second assume a 496 x 512 Spectralis B-scan covered by tiles of the
- * model's output size (tiles per B-scan = ceil(496 / outH) * ceil(512 / outW)).
- * For the cpu config it also times whole-tile inference at 512 x 512, through the model that
- * `buildUnetForInput` rebuilds for that size. Those tiles and the cpu-config training steps
- * are timed twice: with this project's wasm data-movement kernels (Slice, SplitV, Concat,
- * Identity) and with the package's own, so both numbers come from one run.
  * Usage: npx tsx bench/train.bench.ts [--quick]   (--quick: the cpu config only)
  */
 import { spawnSync } from "node:child_process"
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
-import { cpus, loadavg, tmpdir, totalmem } from "node:os"
+import { availableParallelism, tmpdir } from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import * as tf from "@tensorflow/tfjs-core"
 // Imported before initBackend so that the package's own kernels can be read for comparison.
 import "@tensorflow/tfjs-backend-wasm"
-import type * as tfl from "@tensorflow/tfjs-layers"
+import { inferVolume, tileStarts } from "../src/eval/infer.ts"
+import { startPredictorPool } from "../src/eval/predictor-pool.ts"
 import { initBackend } from "../src/ml/backend.ts"
 import { wasmForwardKernels } from "../src/ml/kernels/index.ts"
+import { saveModel } from "../src/ml/model-io.ts"
 import { type Batch, type BatchSampler, methodOptimizer, train } from "../src/ml/trainer.ts"
-import { buildUnet, buildUnetForInput, cpuConfig, outputSize, paperConfig, type UnetConfig } from "../src/ml/unet.ts"
+import { cpuConfig, outputSize, paperConfig, type UnetConfig } from "../src/ml/unet.ts"
+import { makeVolume } from "../src/volume/volume.ts"
+import { describeMachine, finishMachineRecord } from "./support/machine.ts"
 
 const benchDir = dirname(fileURLToPath(import.meta.url))
 const batchSize = 8
 const bscan = { height: 496, width: 512 }
-const wholeTile = { height: 512, width: 512 }
+const tileSize = 512
+const threads = availableParallelism()
 const packageKernels = wasmForwardKernels.map((config) => tf.getKernel(config.kernelName, "wasm")!)
 
 interface TorchResult {
@@ -39,15 +45,17 @@ interface TorchResult {
   readonly output: [number, number]
   readonly step_ms: number
   readonly inference_batch_ms: number
+  readonly tile_ms: number
 }
 
 interface Plan {
   readonly name: "cpu" | "paper"
   readonly config: UnetConfig
+  readonly microBatchSize: number
   readonly warmupSteps: number
   readonly timedSteps: number
-  /** Samples per forward/backward pass on wasm (the batch of 8 is split into passes). */
-  readonly microBatchSize?: number
+  /** B-scans segmented in the inference timing. */
+  readonly bscans: number
 }
 
 function median(values: ReadonlyArray<number>): number {
@@ -84,75 +92,6 @@ class RandomSampler implements BatchSampler {
   setState(): void {}
 }
 
-/** Trains through `train` and returns the model with the step times after the warm-up steps. */
-async function timeTrainingSteps(plan: Plan): Promise<{ model: tfl.LayersModel; stepMs: Array<number> }> {
-  const { config } = plan
-  const sampler = new RandomSampler(config)
-  const checkpointDir = mkdtempSync(join(tmpdir(), "octflow-train-bench-"))
-  const stepMs: Array<number> = []
-  let last = performance.now()
-  const result = await train(
-    { model: config, optimizer: methodOptimizer, ...(plan.microBatchSize === undefined ? {} : { microBatchSize: plan.microBatchSize }) },
-    sampler,
-    {
-      epochs: 1,
-      stepsPerEpoch: plan.warmupSteps + plan.timedSteps,
-      validation: [sampler.nextBatch()],
-      checkpointDir,
-      seed: 1,
-      resume: false,
-      onProgress: (progress) => {
-        const now = performance.now()
-        if (progress.batchesDone > plan.warmupSteps) stepMs.push(now - last)
-        last = now
-      }
-    }
-  )
-  rmSync(checkpointDir, { recursive: true, force: true })
-  return { model: result.model, stepMs }
-}
-
-async function timeWasm(plan: Plan) {
-  const { config } = plan
-  const { model, stepMs } = await timeTrainingSteps(plan)
-  // The cpu config is small enough to repeat with the package's data-movement kernels.
-  let packageKernelsStepMs: number | undefined
-  if (plan.name === "cpu") {
-    useKernels(packageKernels)
-    const baseline = await timeTrainingSteps(plan)
-    useKernels(wasmForwardKernels)
-    baseline.model.dispose()
-    packageKernelsStepMs = median(baseline.stepMs)
-  }
-
-  const out = outputSize(config, config.patchHeight, config.patchWidth)
-  const chunk = plan.microBatchSize ?? batchSize
-  const x = tf.randomNormal([chunk, config.patchHeight, config.patchWidth, 3], 0, 1, "float32", 1) as tf.Tensor4D
-  const infer = () => readPrediction(model, x)
-  infer()
-  const inferenceMs: Array<number> = []
-  for (let i = 0; i < plan.timedSteps; i++) {
-    const started = performance.now()
-    for (let done = 0; done < batchSize; done += chunk) infer()
-    inferenceMs.push(performance.now() - started)
-  }
-  x.dispose()
-  const tile = plan.name === "cpu" ? timeWholeTile(config, model) : undefined
-  model.dispose()
-  return { output: out, stepMs: median(stepMs), packageKernelsStepMs, inferenceBatchMs: median(inferenceMs), stepsTimed: plan.timedSteps, tile }
-}
-
-/**
- * Runs one forward pass and reads the probabilities back. The tidy returns the tensor, not
- * its values: a typed array returned from tf.tidy is walked element by element in search
- * of tensors, which for a 512 x 512 tile took longer than the forward pass itself.
- */
-function readPrediction(model: tfl.LayersModel, x: tf.Tensor): void {
-  const probabilities = tf.tidy(() => model.predict(x) as tf.Tensor)
-  probabilities.dataSync()
-  probabilities.dispose()
-}
-
 function useKernels(configs: ReadonlyArray<tf.KernelConfig>): void {
   for (const config of configs) {
     tf.unregisterKernel(config.kernelName, "wasm")
@@ -160,113 +99,149 @@ function useKernels(configs: ReadonlyArray<tf.KernelConfig>): void {
   }
 }
 
-/** Times one 512 x 512 tile through the model rebuilt for that size, with our and the package's kernels. */
-function timeWholeTile(config: UnetConfig, trained: tfl.LayersModel) {
-  const model = buildUnetForInput(config, trained, wholeTile.height, wholeTile.width)
-  const x = tf.randomNormal([1, wholeTile.height, wholeTile.width, 3], 0, 1, "float32", 2)
-  const timeTiles = (passes: number): number => {
-    readPrediction(model, x)
-    const times: Array<number> = []
-    for (let i = 0; i < passes; i++) {
-      const started = performance.now()
-      readPrediction(model, x)
-      times.push(performance.now() - started)
+/** Trains through `train` and returns the median step time after the warm-up steps; saves the model when asked. */
+async function timeTrainingSteps(plan: Plan, stepThreads: number, modelDir?: string): Promise<number> {
+  const { config } = plan
+  const sampler = new RandomSampler(config)
+  const checkpointDir = mkdtempSync(join(tmpdir(), "octflow-train-bench-"))
+  const stepMs: Array<number> = []
+  let last = performance.now()
+  const result = await train({ model: config, optimizer: methodOptimizer, microBatchSize: plan.microBatchSize }, sampler, {
+    epochs: 1,
+    stepsPerEpoch: plan.warmupSteps + plan.timedSteps,
+    validation: [sampler.nextBatch()],
+    checkpointDir,
+    seed: 1,
+    resume: false,
+    threads: stepThreads,
+    onProgress: (progress) => {
+      const now = performance.now()
+      if (progress.batchesDone > plan.warmupSteps) stepMs.push(now - last)
+      last = now
     }
-    return median(times)
-  }
-  const oursMs = timeTiles(7)
-  useKernels(packageKernels)
-  const packageMs = timeTiles(3)
-  useKernels(wasmForwardKernels)
-  const out = outputSize(config, wholeTile.height, wholeTile.width)
-  x.dispose()
-  model.dispose()
-  return {
-    input: [wholeTile.height, wholeTile.width],
-    output: [out.height, out.width],
-    tileMs: oursMs,
-    tilesPerSecond: 1000 / oursMs,
-    packageKernelsTileMs: packageMs,
-    packageKernelsTilesPerSecond: 1000 / packageMs,
-    passesTimed: 7
+  })
+  if (modelDir !== undefined) await saveModel(result.model, modelDir)
+  result.model.dispose()
+  rmSync(checkpointDir, { recursive: true, force: true })
+  return median(stepMs)
+}
+
+/** Segments `plan.bscans` random 496 x 512 B-scans with 512 x 512 tiles on `poolThreads` threads. */
+async function timeInference(plan: Plan, modelDir: string, poolThreads: number) {
+  const pool = await startPredictorPool({
+    threads: poolThreads,
+    backend: "wasm",
+    modelDir,
+    config: plan.config,
+    tileHeight: tileSize,
+    tileWidth: tileSize
+  })
+  try {
+    const volume = makeVolume("uint8", [bscan.width, bscan.height, plan.bscans], [0.0057, 0.0039, 0.12])
+    for (let i = 0; i < volume.data.length; i++) volume.data[i] = (i * 2654435761) >>> 24
+    const options = { heightScale: 1, batchSize: 1 }
+    // One warm-up B-scan per thread, so every thread has compiled its kernels.
+    await inferVolume({ ...volume, dims: [bscan.width, bscan.height, poolThreads], data: volume.data.subarray(0, bscan.width * bscan.height * poolThreads) }, pool.predictor, options)
+    const started = performance.now()
+    await inferVolume(volume, pool.predictor, options)
+    const seconds = (performance.now() - started) / 1000
+    return { threads: poolThreads, bscans: plan.bscans, bscansPerSecond: plan.bscans / seconds }
+  } finally {
+    await pool.close()
   }
 }
 
-function timeTorch(plan: Plan, threads: number): TorchResult | { error: string } {
+function timeTorch(plan: Plan, torchThreads: number): TorchResult | { error: string } {
   const { config } = plan
   const args = [
     join(benchDir, "torch_unet_step.py"),
-    ...["--threads", threads, "--base", config.baseFilters, "--depth", config.depth].map(String),
+    ...["--threads", torchThreads, "--base", config.baseFilters, "--depth", config.depth].map(String),
     ...["--height", config.patchHeight, "--width", config.patchWidth, "--classes", config.numClasses].map(String),
-    ...["--batch", batchSize, "--steps", plan.timedSteps, "--warmup", plan.warmupSteps].map(String)
+    ...["--batch", batchSize, "--steps", plan.timedSteps, "--warmup", plan.warmupSteps, "--tile", tileSize].map(String)
   ]
   const result = spawnSync("/usr/bin/python3", args, { encoding: "utf8" })
   if (result.status !== 0) return { error: (result.stderr || result.error?.message || "python3 failed").trim().slice(-500) }
   return JSON.parse(result.stdout.trim().split("\n").pop()!) as TorchResult
 }
 
-function tilesPerBscan(out: { height: number; width: number }): number {
-  return Math.ceil(bscan.height / out.height) * Math.ceil(bscan.width / out.width)
+/** Output tiles per B-scan, placed as inferVolume places them with its default overlap. */
+function tilesPerBscan(config: UnetConfig): number {
+  const out = outputSize(config, tileSize, tileSize)
+  const overlap = Math.min(8, Math.floor(Math.min(out.height, out.width) / 4))
+  return tileStarts(bscan.height, out.height, out.height - overlap).length * tileStarts(bscan.width, out.width, out.width - overlap).length
 }
 
 const quick = process.argv.includes("--quick")
-const plans: Array<Plan> = [{ name: "cpu", config: cpuConfig, warmupSteps: 2, timedSteps: 5 }]
-// A whole paper-config batch of 8 needs more than the 4 GiB wasm heap, so it runs as 4 passes of 2.
-if (!quick) plans.push({ name: "paper", config: paperConfig, warmupSteps: 1, timedSteps: 2, microBatchSize: 2 })
+const plans: Array<Plan> = [{ name: "cpu", config: cpuConfig, microBatchSize: 4, warmupSteps: 3, timedSteps: 20, bscans: 16 }]
+// A whole paper-config batch of 8 needs more than the 4 GiB wasm heap, so it trains in passes of 2.
+if (!quick) plans.push({ name: "paper", config: paperConfig, microBatchSize: 2, warmupSteps: 1, timedSteps: 3, bscans: 4 })
 
+const machine = describeMachine()
 const backend = await initBackend({ backend: "wasm" })
 const results = []
 for (const plan of plans) {
-  process.stderr.write(`train.bench: ${plan.name} config on wasm\n`)
-  const wasm = await timeWasm(plan)
+  process.stderr.write(`train.bench: ${plan.name} config on wasm, ${threads} threads\n`)
+  const modelDir = mkdtempSync(join(tmpdir(), "octflow-train-bench-model-"))
+  const stepMs = await timeTrainingSteps(plan, threads, modelDir)
+  process.stderr.write(`train.bench: ${plan.name} config on wasm, 1 thread\n`)
+  const oneThreadStepMs = await timeTrainingSteps(plan, 1)
+  let packageKernelsStepMs: number | undefined
+  if (plan.name === "cpu") {
+    useKernels(packageKernels)
+    packageKernelsStepMs = await timeTrainingSteps(plan, 1)
+    useKernels(wasmForwardKernels)
+  }
+  process.stderr.write(`train.bench: ${plan.name} config inference\n`)
+  const inference = await timeInference(plan, modelDir, threads)
+  const oneThreadInference = await timeInference(plan, modelDir, 1)
+  rmSync(modelDir, { recursive: true, force: true })
+
   process.stderr.write(`train.bench: ${plan.name} config in PyTorch\n`)
   const torch1 = timeTorch(plan, 1)
   const torch2 = timeTorch(plan, 2)
-  const tiles = tilesPerBscan(wasm.output)
+  const tiles = tilesPerBscan(plan.config)
+  const torchBscansPerSecond = (torch: TorchResult | { error: string }) => ("tile_ms" in torch ? 1000 / (torch.tile_ms * tiles) : null)
   const torchStep1 = "step_ms" in torch1 ? torch1.step_ms : undefined
+  const out = outputSize(plan.config, plan.config.patchHeight, plan.config.patchWidth)
   results.push({
     config: plan.name,
     architecture: {
       baseFilters: plan.config.baseFilters,
       depth: plan.config.depth,
       patch: [plan.config.patchHeight, plan.config.patchWidth],
-      output: [wasm.output.height, wasm.output.width],
+      output: [out.height, out.width],
       classes: plan.config.numClasses,
       batchSize,
-      wasmMicroBatchSize: plan.microBatchSize ?? batchSize
+      microBatchSize: plan.microBatchSize
     },
     wasm: {
-      stepMs: wasm.stepMs,
-      ...(wasm.packageKernelsStepMs === undefined ? {} : { packageKernelsStepMs: wasm.packageKernelsStepMs }),
-      stepsPerSecond: 1000 / wasm.stepMs,
-      inferenceBatchMs: wasm.inferenceBatchMs,
-      tilesPerBscan: tiles,
-      inferenceBscansPerSecond: (1000 / wasm.inferenceBatchMs) * (batchSize / tiles),
-      stepsTimed: wasm.stepsTimed,
-      ...(wasm.tile === undefined ? {} : { wholeTileInference: wasm.tile })
+      threads,
+      stepMs,
+      stepsPerSecond: 1000 / stepMs,
+      oneThreadStepMs,
+      ...(packageKernelsStepMs === undefined ? {} : { oneThreadPackageKernelsStepMs: packageKernelsStepMs }),
+      stepsTimed: plan.timedSteps,
+      inference: { tile: [tileSize, tileSize], tilesPerBscan: tiles, ...inference, oneThreadBscansPerSecond: oneThreadInference.bscansPerSecond }
     },
-    torch: { oneThread: torch1, twoThreads: torch2 },
-    stepRatioWasmOverTorch1: torchStep1 === undefined ? null : wasm.stepMs / torchStep1,
-    stepRatioWasmOverTorch2: "step_ms" in torch2 ? wasm.stepMs / torch2.step_ms : null,
-    targetMet: torchStep1 === undefined ? null : wasm.stepMs <= torchStep1
+    torch: {
+      oneThread: torch1,
+      twoThreads: torch2,
+      oneThreadBscansPerSecond: torchBscansPerSecond(torch1),
+      twoThreadsBscansPerSecond: torchBscansPerSecond(torch2)
+    },
+    stepRatioWasmOverTorch1: torchStep1 === undefined ? null : stepMs / torchStep1,
+    stepRatioWasmOverTorch2: "step_ms" in torch2 ? stepMs / torch2.step_ms : null,
+    targetMet: torchStep1 === undefined ? null : stepMs <= torchStep1
   })
 }
 
 const report = {
   benchmark: "train",
   date: new Date().toISOString(),
-  machine: {
-    cpu: cpus()[0]?.model ?? "unknown",
-    cores: cpus().length,
-    memoryBytes: totalmem(),
-    node: process.version,
-    // 1, 5 and 15 minute load averages when the report was written: above the core count,
-    // other processes competed for the CPU and the timings are inflated.
-    loadAverage: loadavg()
-  },
+  machine: finishMachineRecord(machine),
   backend,
   target: "wasm training step time <= PyTorch (1 thread) step time, same architecture, loss, optimiser and batch",
-  note: "Timings are medians; other processes shared the cores, so treat them as estimates.",
+  note: "Step times are medians of the timed steps. Wall times: other processes on the cores inflate them (see machine.underLoad).",
   results,
   met: results.every((r) => r.targetMet === true)
 }

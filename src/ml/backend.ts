@@ -14,6 +14,7 @@ import * as tf from "@tensorflow/tfjs-core"
 import "@tensorflow/tfjs-layers"
 import * as Data from "effect/Data"
 import { registerCpuGradientKernels, registerWasmKernels } from "./kernels/index.ts"
+import { type SimdKernelVariant, simdKernelVariant } from "./wasm/module.ts"
 
 export const backendNames = ["tensorflow-gpu", "tensorflow", "wasm", "cpu"] as const
 export type BackendName = (typeof backendNames)[number]
@@ -26,6 +27,8 @@ export interface BackendInfo {
   /** Threads the backend computes on (1 for the single-threaded wasm build). */
   readonly threads: number
   readonly simd: boolean
+  /** wasm only: the build of this project's SIMD kernels in use (src/ml/wasm/module.ts). */
+  readonly simdKernels?: SimdKernelVariant
 }
 
 export class UnknownBackendError extends Data.TaggedError("UnknownBackendError")<{
@@ -87,7 +90,7 @@ async function activateWasm(options: { readonly threads?: number }): Promise<Bac
   if (!(await tf.setBackend("wasm"))) throw new Error("tf.setBackend('wasm') returned false")
   await tf.ready()
   const simd = Boolean(await tf.env().getAsync("WASM_HAS_SIMD_SUPPORT"))
-  return { name: "wasm", version: packageVersion(packageOf.wasm), threads: wasm.getThreadsCount(), simd }
+  return { name: "wasm", version: packageVersion(packageOf.wasm), threads: wasm.getThreadsCount(), simd, simdKernels: simdKernelVariant() }
 }
 
 async function activateCpu(): Promise<BackendInfo> {

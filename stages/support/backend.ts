@@ -10,6 +10,7 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import { availableParallelism } from "node:os"
+import { type SimdKernelVariant, simdKernelVariant } from "../../src/ml/wasm/module.ts"
 import { dirname, join } from "node:path"
 
 /** The names src/ml/backend.ts accepts; repeated here because importing it loads tfjs. */
@@ -49,8 +50,15 @@ export class UnknownBackendNameError extends Error {
   }
 }
 
-/** Returns the backend name and its package version, the values that join the fingerprint. */
-export const plannedBackend = (): { readonly backend: BackendName; readonly backendVersion: string } => {
+/**
+ * Returns the backend name and its package version, and for wasm the build of the SIMD
+ * kernels (their multiply-adds round differently): the values that join the fingerprint.
+ */
+export const plannedBackend = (): {
+  readonly backend: BackendName
+  readonly backendVersion: string
+  readonly simdKernels?: SimdKernelVariant
+} => {
   const forced = process.env.OCTFLOW_BACKEND
   let backend: BackendName
   if (forced !== undefined && forced !== "" && forced !== "auto") {
@@ -66,7 +74,7 @@ export const plannedBackend = (): { readonly backend: BackendName; readonly back
   const dir = packageDir(packageOf[backend])
   const version =
     dir === undefined ? "missing" : (JSON.parse(readFileSync(join(dir, "package.json"), "utf8")) as { version: string }).version
-  return { backend, backendVersion: version }
+  return backend === "wasm" ? { backend, backendVersion: version, simdKernels: simdKernelVariant() } : { backend, backendVersion: version }
 }
 
 export class InvalidThreadsError extends Error {

@@ -1,6 +1,9 @@
 /*
  * Convolution, data-movement and optimiser kernels for TensorFlow.js's wasm backend,
- * compiled to WebAssembly with 128-bit SIMD (see build.ts beside this file).
+ * compiled to WebAssembly with 128-bit SIMD (see build.ts beside this file), once as is
+ * and once with OCTFLOW_RELAXED_SIMD defined, which lets the convolutions' multiply-adds
+ * use relaxed SIMD (see madd). The Adam update never does, so it stays bit for bit equal
+ * to tfjs's.
  *
  * The module imports the backend's own linear memory, so every pointer argument is an
  * address in the tfjs heap and tensors are read and written in place. For that reason
@@ -22,9 +25,30 @@
 
 #define EXPORT(name) __attribute__((export_name(#name)))
 
-/* Multiply-add with separate rounding, so results do not depend on FMA support. */
+#ifdef OCTFLOW_RELAXED_SIMD
+typedef float f32x4 __attribute__((vector_size(16)));
+
+/*
+ * a * b + c as relaxed SIMD's f32x4.relaxed_madd, which the engine may fuse (V8 does on
+ * x86-64 CPUs with FMA3): one instruction instead of two in the inner loops.
+ */
+static inline v128_t madd(v128_t a, v128_t b, v128_t c) {
+  return (v128_t)__builtin_wasm_relaxed_madd_f32x4((f32x4)a, (f32x4)b, (f32x4)c);
+}
+#else
+/* a * b + c with separate rounding. */
 static inline v128_t madd(v128_t a, v128_t b, v128_t c) {
   return wasm_f32x4_add(wasm_f32x4_mul(a, b), c);
+}
+#endif
+
+/*
+ * Returns madd(a, b, c) in lane 0: with a = b = 1 + 2^-12 and c = -(1 + 2^-11) it is 2^-24
+ * when the multiply-add is fused and 0 when it is rounded twice.
+ */
+EXPORT(madd_probe)
+float madd_probe(float a, float b, float c) {
+  return wasm_f32x4_extract_lane(madd(wasm_f32x4_splat(a), wasm_f32x4_splat(b), wasm_f32x4_splat(c)), 0);
 }
 
 /* Loads `count` (0..4) floats into the low lanes of a vector, the rest zero, without reading past them. */
@@ -318,6 +342,7 @@ void conv2d_backprop_filter(const float* x, const float* dy, float* dw, int n, i
       int offset1 = filter_row_offset(r + (rows > 1 ? 1 : 0), fw, inC, inW, dilationH, dilationW);
       int offset2 = filter_row_offset(r + (rows > 2 ? 2 : rows - 1), fw, inC, inW, dilationH, dilationW);
       int offset3 = filter_row_offset(r + (rows > 3 ? 3 : rows - 1), fw, inC, inW, dilationH, dilationW);
+      int consecutive = offset1 == offset0 + 1 && offset2 == offset0 + 2 && offset3 == offset0 + 3;
       for (int p = 0; p < panels; p++) {
         int columns = outC - p * 8 < 8 ? outC - p * 8 : 8;
         v128_t zero = wasm_f32x4_splat(0.0f);
@@ -339,7 +364,26 @@ void conv2d_backprop_filter(const float* x, const float* dy, float* dw, int n, i
           }
           const float* g = dy + row * outW * outC + p * 8;
           int step = strideW * inC;
-          if (columns == 8) {
+          if (columns == 8 && consecutive) {
+            /* The 4 filter rows are consecutive input channels: one address, constant offsets. */
+            const float* p = xRow + offset0;
+            for (int ow = 0; ow < outW; ow++, g += outC, p += step) {
+              v128_t gl = wasm_v128_load(g);
+              v128_t gh = wasm_v128_load(g + 4);
+              v128_t a = wasm_v128_load32_splat(p);
+              c0l = madd(a, gl, c0l);
+              c0h = madd(a, gh, c0h);
+              a = wasm_v128_load32_splat(p + 1);
+              c1l = madd(a, gl, c1l);
+              c1h = madd(a, gh, c1h);
+              a = wasm_v128_load32_splat(p + 2);
+              c2l = madd(a, gl, c2l);
+              c2h = madd(a, gh, c2h);
+              a = wasm_v128_load32_splat(p + 3);
+              c3l = madd(a, gl, c3l);
+              c3h = madd(a, gh, c3h);
+            }
+          } else if (columns == 8) {
             for (int ow = 0; ow < outW; ow++, g += outC, xRow += step) {
               v128_t gl = wasm_v128_load(g);
               v128_t gh = wasm_v128_load(g + 4);

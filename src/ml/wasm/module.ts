@@ -3,10 +3,15 @@
  * backend, so its functions work on tensors in place. Addresses are byte offsets into
  * that memory (a tensor's `memoryOffset`). One instance is made per backend memory and
  * reused; the memory may grow between calls, which the instance sees.
+ *
+ * The relaxed-SIMD build is used where the engine accepts it, unless
+ * OCTFLOW_SIMD_KERNELS=simd asks for the plain SIMD build. Its fused multiply-adds round
+ * differently, so the variant is part of the train and evaluate fingerprints.
  */
+import { setFlagsFromString } from "node:v8"
 import type * as tf from "@tensorflow/tfjs-core"
 import { wasmApi, type WasmMemory } from "./api.ts"
-import { kernelsWasmBase64 } from "./kernels-wasm.ts"
+import { kernelsRelaxedWasmBase64, kernelsWasmBase64 } from "./kernels-wasm.ts"
 
 /** The exports of kernels.c; see the comment above each function there for its contract. */
 export interface SimdKernels {
@@ -83,6 +88,7 @@ export interface SimdKernels {
     padLeft: number
   ): void
   resize_nearest_grad(dy: number, dx: number, rows: number, cols: number, n: number, inH: number, inW: number, c: number, outH: number, outW: number): void
+  madd_probe(a: number, b: number, c: number): number
   adam_update(
     w: number,
     m: number,
@@ -105,15 +111,57 @@ interface EmscriptenBackend {
   readonly dataIdMap: { get(dataId: object): { readonly memoryOffset: number } | undefined }
 }
 
-let compiled: object | undefined
+/**
+ * Which build of kernels.c runs: "relaxed-fma" (relaxed SIMD, multiply-adds fused),
+ * "relaxed" (relaxed SIMD, rounded twice) or "simd" (plain SIMD).
+ */
+export type SimdKernelVariant = "relaxed-fma" | "relaxed" | "simd"
+
+export class InvalidSimdKernelsError extends Error {
+  readonly _tag = "InvalidSimdKernelsError"
+  constructor(readonly value: string) {
+    super(`OCTFLOW_SIMD_KERNELS is "${value}"; expected "simd" (plain SIMD kernels), or unset to use relaxed SIMD where available`)
+  }
+}
+
+function relaxedSimdAccepted(bytes: Uint8Array): boolean {
+  if (wasmApi.validate(bytes)) return true
+  // NOTE: Node 20 (V8 11.3) ships relaxed SIMD behind this flag; V8 11.4 and later enable it
+  // by default. The flag applies to modules compiled after it is set, in every thread.
+  setFlagsFromString("--experimental-wasm-relaxed-simd")
+  return wasmApi.validate(bytes)
+}
+
+let compiled: { readonly module: object; readonly variant: SimdKernelVariant } | undefined
+
+function compiledKernels(): { readonly module: object; readonly variant: SimdKernelVariant } {
+  if (compiled !== undefined) return compiled
+  const requested = process.env.OCTFLOW_SIMD_KERNELS
+  if (requested !== undefined && requested !== "" && requested !== "simd") throw new InvalidSimdKernelsError(requested)
+  const relaxed = Buffer.from(kernelsRelaxedWasmBase64, "base64")
+  if (requested !== "simd" && relaxedSimdAccepted(relaxed)) {
+    const module = new wasmApi.Module(relaxed)
+    const probe = new wasmApi.Instance(module, { env: { memory: new wasmApi.Memory({ initial: 1 }) } }).exports as SimdKernels
+    const fused = probe.madd_probe(1 + 2 ** -12, 1 + 2 ** -12, -(1 + 2 ** -11)) !== 0
+    compiled = { module, variant: fused ? "relaxed-fma" : "relaxed" }
+  } else {
+    compiled = { module: new wasmApi.Module(Buffer.from(kernelsWasmBase64, "base64")), variant: "simd" }
+  }
+  return compiled
+}
+
+/** The build of kernels.c that this process uses; see SimdKernelVariant. */
+export function simdKernelVariant(): SimdKernelVariant {
+  return compiledKernels().variant
+}
+
 const instances = new WeakMap<WasmMemory, SimdKernels>()
 
 /** Returns the kernels module bound to `memory`, instantiating it on first use. */
 export function simdKernelsForMemory(memory: WasmMemory): SimdKernels {
   const existing = instances.get(memory)
   if (existing !== undefined) return existing
-  compiled ??= new wasmApi.Module(Buffer.from(kernelsWasmBase64, "base64"))
-  const instance = new wasmApi.Instance(compiled, { env: { memory } })
+  const instance = new wasmApi.Instance(compiledKernels().module, { env: { memory } })
   const kernels = instance.exports as unknown as SimdKernels
   instances.set(memory, kernels)
   return kernels
