@@ -148,8 +148,11 @@ describe("wasm SIMD convolutions", () => {
   })
 
   it("U-Net layer shapes match cpu", async () => {
-    // The cpu profile's first layer, a decoder conv with 2 classes, and a 2x2 stride-2 up-conv.
+    // The cpu profile's first layer, a decoder conv with 2 classes, a 2x2 stride-2 up-conv,
+    // and wide layers whose filter gradient packs its inputs (128 output channels and up).
     const cases: Array<ConvCase> = [
+      { batch: 2, height: 24, width: 20, inChannels: 5, outChannels: 128, filterHeight: 3, filterWidth: 3, stride: 1, dilation: 1, pad: "valid" },
+      { batch: 3, height: 9, width: 7, inChannels: 16, outChannels: 136, filterHeight: 2, filterWidth: 2, stride: 2, dilation: 1, pad: "same" },
       { batch: 2, height: 40, width: 24, inChannels: 3, outChannels: 8, filterHeight: 7, filterWidth: 7, stride: 1, dilation: 1, pad: "same" },
       { batch: 2, height: 30, width: 20, inChannels: 56, outChannels: 2, filterHeight: 3, filterWidth: 3, stride: 1, dilation: 1, pad: "same" },
       { batch: 2, height: 17, width: 9, inChannels: 32, outChannels: 16, filterHeight: 2, filterWidth: 2, stride: 2, dilation: 1, pad: "valid" }

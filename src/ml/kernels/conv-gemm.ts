@@ -102,6 +102,14 @@ export function conv2dGemm(
   return out
 }
 
+/**
+ * Output channels from which the filter gradient packs dy and x blocks first. On one core
+ * of the development machine (AMD EPYC, Node 20.20) the packed kernel ran 3x3 filter
+ * gradients of 128 to 512 channels at 47-50 GFLOP/s against 28-43 unpacked, and 64
+ * channels at 42 against 47.
+ */
+const packedFilterGradientMinChannels = 128
+
 /** Conv2DBackpropFilter: dW [fh, fw, c, k] from x and dy. Needs k (output channels) to be a multiple of 4. */
 export function conv2dBackpropFilterGemm(backend: Backend, x: TensorInfo, dy: TensorInfo, info: tf.backend_util.Conv2DInfo): TensorInfo | undefined {
   if (!supported(info, x, dy) || info.outChannels % 4 !== 0) return undefined
@@ -110,10 +118,7 @@ export function conv2dBackpropFilterGemm(backend: Backend, x: TensorInfo, dy: Te
   const input = padForValidConv(backend, x, info.padInfo.top, info.padInfo.left, extent.height, extent.width)
   const [, paddedH, paddedW] = input.shape as [number, number, number, number]
   const out = heapBackend(backend).makeOutput([info.filterHeight, info.filterWidth, info.inChannels, info.outChannels], "float32")
-  kernels.conv2d_backprop_filter(
-    addressOf(backend, input),
-    addressOf(backend, dy),
-    addressOf(backend, out),
+  const shape = [
     info.batchSize,
     paddedH,
     paddedW,
@@ -127,7 +132,23 @@ export function conv2dBackpropFilterGemm(backend: Backend, x: TensorInfo, dy: Te
     info.strideWidth,
     info.dilationHeight,
     info.dilationWidth
-  )
+  ] as const
+  if (info.outChannels >= packedFilterGradientMinChannels && info.outChannels % 8 === 0) {
+    // About 256 KiB of packed dy per block, and at least 64 pixels.
+    const blockPixels = Math.max(64, Math.floor(65536 / info.outChannels))
+    const scratch = temporary(backend, blockPixels * (info.outChannels + 4))
+    kernels.conv2d_backprop_filter_packed(
+      addressOf(backend, input),
+      addressOf(backend, dy),
+      addressOf(backend, out),
+      addressOf(backend, scratch),
+      blockPixels,
+      ...shape
+    )
+    release(backend, scratch)
+  } else {
+    kernels.conv2d_backprop_filter(addressOf(backend, input), addressOf(backend, dy), addressOf(backend, out), ...shape)
+  }
   release(backend, input === x ? undefined : input)
   return out
 }

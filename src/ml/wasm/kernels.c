@@ -421,6 +421,88 @@ void conv2d_backprop_filter(const float* x, const float* dy, float* dw, int n, i
 }
 
 /*
+ * The filter gradient of conv2d_backprop_filter for outC a multiple of 8 and at least 32,
+ * where the direct loop streams dy and x with long strides. Blocks of `blockPixels` output
+ * pixels are packed first: dy into panels [outC / 8][blockPixels][8], and for each group of
+ * 4 filter rows the 4 input floats under every pixel into [blockPixels][4], so the inner
+ * loop reads both contiguously. scratch needs blockPixels * (outC + 4) floats.
+ */
+EXPORT(conv2d_backprop_filter_packed)
+void conv2d_backprop_filter_packed(const float* x, const float* dy, float* dw, float* scratch, int blockPixels, int n, int inH,
+                                   int inW, int inC, int outH, int outW, int outC, int fh, int fw, int strideH, int strideW,
+                                   int dilationH, int dilationW) {
+  int depth = fh * fw * inC;
+  int panels = outC / 8;
+  int pixels = n * outH * outW;
+  float* packedDy = scratch;
+  float* packedX = scratch + blockPixels * outC;
+  pixel_cursor blockStart = {0, 0, 0};
+  for (int first = 0; first < pixels; first += blockPixels) {
+    int count = pixels - first < blockPixels ? pixels - first : blockPixels;
+    int accumulate = first > 0;
+    for (int m = 0; m < count; m++) {
+      const float* source = dy + (first + m) * outC;
+      for (int p = 0; p < panels; p++) {
+        float* target = packedDy + (p * blockPixels + m) * 8;
+        wasm_v128_store(target, wasm_v128_load(source + p * 8));
+        wasm_v128_store(target + 4, wasm_v128_load(source + p * 8 + 4));
+      }
+    }
+    for (int r = 0; r < depth; r += 4) {
+      int rows = depth - r < 4 ? depth - r : 4;
+      int offset0 = filter_row_offset(r, fw, inC, inW, dilationH, dilationW);
+      int offset1 = filter_row_offset(r + (rows > 1 ? 1 : 0), fw, inC, inW, dilationH, dilationW);
+      int offset2 = filter_row_offset(r + (rows > 2 ? 2 : rows - 1), fw, inC, inW, dilationH, dilationW);
+      int offset3 = filter_row_offset(r + (rows > 3 ? 3 : rows - 1), fw, inC, inW, dilationH, dilationW);
+      pixel_cursor cursor = blockStart;
+      for (int m = 0; m < count; m++) {
+        const float* base = receptive_base(x, cursor, inH, inW, inC, strideH, strideW);
+        float* target = packedX + m * 4;
+        target[0] = base[offset0];
+        target[1] = base[offset1];
+        target[2] = base[offset2];
+        target[3] = base[offset3];
+        advance(&cursor, outH, outW);
+      }
+      for (int p = 0; p < panels; p++) {
+        v128_t zero = wasm_f32x4_splat(0.0f);
+        v128_t c0l = zero, c0h = zero, c1l = zero, c1h = zero, c2l = zero, c2h = zero, c3l = zero, c3h = zero;
+        float* out = dw + r * outC + p * 8;
+        if (accumulate) {
+          load_row8(out, 8, &c0l, &c0h);
+          if (rows > 1) load_row8(out + outC, 8, &c1l, &c1h);
+          if (rows > 2) load_row8(out + 2 * outC, 8, &c2l, &c2h);
+          if (rows > 3) load_row8(out + 3 * outC, 8, &c3l, &c3h);
+        }
+        const float* g = packedDy + p * blockPixels * 8;
+        const float* a = packedX;
+        for (int m = 0; m < count; m++, g += 8, a += 4) {
+          v128_t gl = wasm_v128_load(g);
+          v128_t gh = wasm_v128_load(g + 4);
+          v128_t value = wasm_v128_load32_splat(a);
+          c0l = madd(value, gl, c0l);
+          c0h = madd(value, gh, c0h);
+          value = wasm_v128_load32_splat(a + 1);
+          c1l = madd(value, gl, c1l);
+          c1h = madd(value, gh, c1h);
+          value = wasm_v128_load32_splat(a + 2);
+          c2l = madd(value, gl, c2l);
+          c2h = madd(value, gh, c2h);
+          value = wasm_v128_load32_splat(a + 3);
+          c3l = madd(value, gl, c3l);
+          c3h = madd(value, gh, c3h);
+        }
+        store_row8(out, c0l, c0h, 8);
+        if (rows > 1) store_row8(out + outC, c1l, c1h, 8);
+        if (rows > 2) store_row8(out + 2 * outC, c2l, c2h, 8);
+        if (rows > 3) store_row8(out + 3 * outC, c3l, c3h, 8);
+      }
+    }
+    for (int m = 0; m < count; m++) advance(&blockStart, outH, outW);
+  }
+}
+
+/*
  * One Adam update of `count` weights in place, with the operations and rounding of
  * tfjs-core 4.22's AdamOptimizer.applyGradients, each step rounded to float32:
  *   m = m * beta1 + g * oneMinusBeta1

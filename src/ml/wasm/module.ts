@@ -89,6 +89,26 @@ export interface SimdKernels {
   ): void
   resize_nearest_grad(dy: number, dx: number, rows: number, cols: number, n: number, inH: number, inW: number, c: number, outH: number, outW: number): void
   madd_probe(a: number, b: number, c: number): number
+  conv2d_backprop_filter_packed(
+    x: number,
+    dy: number,
+    dw: number,
+    scratch: number,
+    blockPixels: number,
+    n: number,
+    inH: number,
+    inW: number,
+    inC: number,
+    outH: number,
+    outW: number,
+    outC: number,
+    fh: number,
+    fw: number,
+    strideH: number,
+    strideW: number,
+    dilationH: number,
+    dilationW: number
+  ): void
   adam_update(
     w: number,
     m: number,
