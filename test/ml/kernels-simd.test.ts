@@ -4,6 +4,7 @@ import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import * as tf from "@tensorflow/tfjs-core"
 import "@tensorflow/tfjs-backend-cpu"
+import * as tfl from "@tensorflow/tfjs-layers"
 import fc from "fast-check"
 import { beforeAll, describe, expect, it } from "vitest"
 import { FusedAdamOptimizer } from "../../src/ml/adam.ts"
@@ -340,4 +341,78 @@ describe("SIMD module", () => {
       }
     })
   }
+})
+
+describe("fused batch norm in training", () => {
+  beforeAll(async () => {
+    await initBackend({ backend: "cpu" })
+    await initBackend({ backend: "wasm" })
+  })
+
+  const shape: [number, number, number, number] = [3, 7, 5, 12]
+
+  /** Output, gradients (x, gamma, beta) and moving statistics of a BN layer, by the layer or by tf ops. */
+  function run(byLayer: boolean) {
+    const layer = tfl.layers.batchNormalization({ axis: -1, momentum: 0.9, epsilon: 1e-3 })
+    layer.build(shape)
+    layer.setWeights([tf.tensor1d(randomValues(12, 33)), tf.tensor1d(randomValues(12, 34)), tf.zeros([12]), tf.ones([12])])
+    const [gamma, beta] = layer.trainableWeights.map((w) => (w as unknown as { val: tf.Variable }).val) as [tf.Variable, tf.Variable]
+    const result = tf.tidy(() => {
+      const x = tf.variable(tf.tensor4d(randomValues(sizeOf(shape), 31).map((v) => 3 * v + 1), shape))
+      const weights = tf.tensor4d(randomValues(sizeOf(shape), 32), shape)
+      const forward = (): tf.Tensor => {
+        if (byLayer) return layer.apply(x, { training: true }) as tf.Tensor
+        const { mean, variance } = tf.moments(x, [0, 1, 2])
+        return tf.batchNorm(x, mean, variance, beta, gamma, 1e-3)
+      }
+      const y = forward()
+      const { grads } = tf.variableGrads(() => tf.sum(tf.mul(forward(), weights)) as tf.Scalar, [x, gamma, beta])
+      const moving = layer.getWeights().slice(2)
+      const values = [y, grads[x.name]!, grads[gamma.name]!, grads[beta.name]!, ...moving].map((t) => t.dataSync().slice() as Float32Array)
+      x.dispose()
+      return values
+    })
+    for (const weight of layer.weights) weight.dispose()
+    return result
+  }
+
+  for (const backend of ["cpu", "wasm"]) {
+    it(`matches tf ops on ${backend}`, async () => {
+      await tf.setBackend(backend)
+      const [y, dx, dGamma, dBeta] = run(true)
+      const [yRef, dxRef, dGammaRef, dBetaRef] = run(false)
+      expect(maxRelativeDifference(y!, yRef!)).toBeLessThan(1e-5)
+      expect(maxRelativeDifference(dx!, dxRef!)).toBeLessThan(1e-4)
+      expect(maxRelativeDifference(dGamma!, dGammaRef!)).toBeLessThan(1e-4)
+      expect(maxRelativeDifference(dBeta!, dBetaRef!)).toBeLessThan(1e-4)
+    })
+  }
+
+  it("updates the moving statistics like tfjs-layers", async () => {
+    await tf.setBackend("wasm")
+    const values = run(true)
+    const x = randomValues(sizeOf(shape), 31).map((v) => 3 * v + 1)
+    // Two training calls (the output, then the gradient's forward pass) each move the
+    // statistics: moving = 0.9 * previous + 0.1 * batch, from mean 0 and variance 1.
+    for (let channel = 0; channel < 12; channel++) {
+      const column = x.filter((_, index) => index % 12 === channel)
+      const mean = column.reduce((a, b) => a + b, 0) / column.length
+      const variance = column.reduce((a, b) => a + (b - mean) ** 2, 0) / column.length
+      expect(values[4]![channel]).toBeCloseTo(0.19 * mean, 5)
+      expect(values[5]![channel]).toBeCloseTo(0.81 + 0.19 * variance, 4)
+    }
+  })
+
+  it("leaves inference to the layer", async () => {
+    await tf.setBackend("wasm")
+    const y = tf.tidy(() => {
+      const layer = tfl.layers.batchNormalization({ axis: -1 })
+      layer.build([1, 2, 2, 4])
+      layer.setWeights([tf.ones([4]), tf.zeros([4]), tf.fill([4], 2), tf.fill([4], 4)])
+      return layer.apply(tf.fill([1, 2, 2, 4], 6), { training: false }) as tf.Tensor
+    })
+    // (6 - 2) / sqrt(4 + 0.001): the moving statistics, not the batch's.
+    for (const value of await y.data()) expect(value).toBeCloseTo(4 / Math.sqrt(4.001), 5)
+    y.dispose()
+  })
 })

@@ -11,9 +11,12 @@
  *   batches of more than one.
  * - For all backends: a FusedBatchNorm gradient with fewer full-size temporaries, and a
  *   Mean gradient without a full-size array of ones.
+ * - For cpu and wasm: batch normalisation in training as one kernel and one gradient
+ *   kernel, which tfjs-layers' BatchNormalization then uses (batch_norm.ts).
  * Registering again does nothing.
  */
 import * as tf from "@tensorflow/tfjs-core"
+import { useFusedBatchNormInTraining } from "./batch_norm.ts"
 import { concatConfig } from "./concat.ts"
 import { conv2dConfig, fusedConv2dConfig } from "./conv2d.ts"
 import { conv2dBackpropFilterConfig } from "./conv2d_backprop_filter.ts"
@@ -56,12 +59,14 @@ export function registerWasmKernels(): void {
   registerAll(wasmGradientKernels)
   registerFusedBatchNormGradient()
   registerMeanGradient()
+  useFusedBatchNormInTraining()
 }
 
 export function registerCpuGradientKernels(): void {
   registerAll(cpuGradientKernels)
   registerFusedBatchNormGradient()
   registerMeanGradient()
+  useFusedBatchNormInTraining()
 }
 
 function registerAll(configs: ReadonlyArray<tf.KernelConfig>): void {

@@ -676,3 +676,119 @@ void resize_nearest_grad(const float* dy, float* dx, const int* rows, const int*
     }
   }
 }
+
+/*
+ * Batch normalisation in training over the rows of a rows x cols matrix (an NHWC tensor
+ * with cols channels): mean and variance (population, as tf.moments) per column, then
+ * y = (x - mean) * gamma / sqrt(variance + epsilon) + beta. Sums run in blocks of 256
+ * rows, as in sum_rows. scratch needs 2 * cols floats.
+ */
+EXPORT(batch_norm_training)
+void batch_norm_training(const float* x, const float* gamma, const float* beta, float* y, float* mean, float* variance,
+                         float* scratch, int rows, int cols, float epsilon) {
+  sum_rows(x, mean, rows, cols);
+  for (int j = 0; j < cols; j++) {
+    mean[j] = mean[j] / (float)rows;
+    variance[j] = 0.0f;
+  }
+  for (int first = 0; first < rows; first += 256) {
+    int last = first + 256 < rows ? first + 256 : rows;
+    int j = 0;
+    for (; j + 4 <= cols; j += 4) {
+      v128_t centre = wasm_v128_load(mean + j);
+      v128_t block = wasm_f32x4_splat(0.0f);
+      const float* p = x + first * cols + j;
+      for (int i = first; i < last; i++, p += cols) {
+        v128_t d = wasm_f32x4_sub(wasm_v128_load(p), centre);
+        block = wasm_f32x4_add(block, wasm_f32x4_mul(d, d));
+      }
+      wasm_v128_store(variance + j, wasm_f32x4_add(wasm_v128_load(variance + j), block));
+    }
+    for (; j < cols; j++) {
+      float block = 0.0f;
+      const float* p = x + first * cols + j;
+      for (int i = first; i < last; i++, p += cols) {
+        float d = *p - mean[j];
+        block += d * d;
+      }
+      variance[j] += block;
+    }
+  }
+  float* scale = scratch;
+  float* shift = scratch + cols;
+  for (int j = 0; j < cols; j++) {
+    variance[j] = variance[j] / (float)rows;
+    scale[j] = gamma[j] / __builtin_sqrtf(variance[j] + epsilon);
+    shift[j] = beta[j] - mean[j] * scale[j];
+  }
+  for (int i = 0; i < rows; i++) {
+    const float* in = x + i * cols;
+    float* out = y + i * cols;
+    int j = 0;
+    for (; j + 4 <= cols; j += 4) {
+      v128_t value = wasm_f32x4_mul(wasm_v128_load(in + j), wasm_v128_load(scale + j));
+      wasm_v128_store(out + j, wasm_f32x4_add(value, wasm_v128_load(shift + j)));
+    }
+    for (; j < cols; j++) out[j] = in[j] * scale[j] + shift[j];
+  }
+}
+
+/*
+ * Gradient of batch_norm_training with respect to x, gamma and beta, the batch statistics
+ * included. With r = 1 / sqrt(variance + epsilon), S1 = sum of dy and S2 = sum of
+ * dy * (x - mean) per column over the N rows:
+ *   dbeta = S1, dgamma = r * S2,
+ *   dx = gamma * r * (dy - S1 / N - (x - mean) * r^2 * S2 / N).
+ * scratch needs 3 * cols floats.
+ */
+EXPORT(batch_norm_training_grad)
+void batch_norm_training_grad(const float* dy, const float* x, const float* gamma, const float* mean, const float* variance,
+                              float* dx, float* dgamma, float* dbeta, float* scratch, int rows, int cols, float epsilon) {
+  sum_rows(dy, dbeta, rows, cols);
+  for (int j = 0; j < cols; j++) dgamma[j] = 0.0f;
+  for (int first = 0; first < rows; first += 256) {
+    int last = first + 256 < rows ? first + 256 : rows;
+    int j = 0;
+    for (; j + 4 <= cols; j += 4) {
+      v128_t centre = wasm_v128_load(mean + j);
+      v128_t block = wasm_f32x4_splat(0.0f);
+      const float* g = dy + first * cols + j;
+      const float* p = x + first * cols + j;
+      for (int i = first; i < last; i++, g += cols, p += cols) {
+        block = wasm_f32x4_add(block, wasm_f32x4_mul(wasm_v128_load(g), wasm_f32x4_sub(wasm_v128_load(p), centre)));
+      }
+      wasm_v128_store(dgamma + j, wasm_f32x4_add(wasm_v128_load(dgamma + j), block));
+    }
+    for (; j < cols; j++) {
+      float block = 0.0f;
+      const float* g = dy + first * cols + j;
+      const float* p = x + first * cols + j;
+      for (int i = first; i < last; i++, g += cols, p += cols) block += *g * (*p - mean[j]);
+      dgamma[j] += block;
+    }
+  }
+  float* gain = scratch;
+  float* offset = scratch + cols;
+  float* slope = scratch + 2 * cols;
+  float count = (float)rows;
+  for (int j = 0; j < cols; j++) {
+    float r = 1.0f / __builtin_sqrtf(variance[j] + epsilon);
+    gain[j] = gamma[j] * r;
+    slope[j] = r * r * dgamma[j] / count;
+    offset[j] = dbeta[j] / count - mean[j] * slope[j];
+    dgamma[j] = r * dgamma[j];
+  }
+  /* dx = gain * (dy - offset - x * slope), since (x - mean) * slope = x * slope - mean * slope. */
+  for (int i = 0; i < rows; i++) {
+    const float* g = dy + i * cols;
+    const float* in = x + i * cols;
+    float* out = dx + i * cols;
+    int j = 0;
+    for (; j + 4 <= cols; j += 4) {
+      v128_t centred = wasm_f32x4_sub(wasm_v128_load(g + j), wasm_v128_load(offset + j));
+      centred = wasm_f32x4_sub(centred, wasm_f32x4_mul(wasm_v128_load(in + j), wasm_v128_load(slope + j)));
+      wasm_v128_store(out + j, wasm_f32x4_mul(centred, wasm_v128_load(gain + j)));
+    }
+    for (; j < cols; j++) out[j] = gain[j] * (g[j] - offset[j] - in[j] * slope[j]);
+  }
+}

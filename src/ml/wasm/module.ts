@@ -89,6 +89,32 @@ export interface SimdKernels {
   ): void
   resize_nearest_grad(dy: number, dx: number, rows: number, cols: number, n: number, inH: number, inW: number, c: number, outH: number, outW: number): void
   madd_probe(a: number, b: number, c: number): number
+  batch_norm_training(
+    x: number,
+    gamma: number,
+    beta: number,
+    y: number,
+    mean: number,
+    variance: number,
+    scratch: number,
+    rows: number,
+    cols: number,
+    epsilon: number
+  ): void
+  batch_norm_training_grad(
+    dy: number,
+    x: number,
+    gamma: number,
+    mean: number,
+    variance: number,
+    dx: number,
+    dgamma: number,
+    dbeta: number,
+    scratch: number,
+    rows: number,
+    cols: number,
+    epsilon: number
+  ): void
   conv2d_backprop_filter_packed(
     x: number,
     dy: number,
