@@ -12,19 +12,9 @@ import { initBackend } from "../../src/ml/backend.ts"
 import { wasmApi, wasmSectionIds } from "../../src/ml/wasm/api.ts"
 import { kernelsRelaxedWasmBase64, kernelsSourceSha256, kernelsWasmBase64 } from "../../src/ml/wasm/kernels-wasm.ts"
 import { type SimdKernels, simdKernelVariant } from "../../src/ml/wasm/module.ts"
+import { randomValues } from "./fixtures/random.ts"
 
 const here = dirname(fileURLToPath(import.meta.url))
-
-// Deterministic uniform values in [-1, 1) so both backends get the same numbers.
-function randomValues(size: number, seed: number): Float32Array {
-  const values = new Float32Array(size)
-  let state = seed >>> 0
-  for (let i = 0; i < size; i++) {
-    state = (Math.imul(state, 1664525) + 1013904223) >>> 0
-    values[i] = state / 2 ** 31 - 1
-  }
-  return values
-}
 
 const sizeOf = (shape: ReadonlyArray<number>) => shape.reduce((a, b) => a * b, 1)
 

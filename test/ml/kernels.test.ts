@@ -2,6 +2,7 @@ import * as tf from "@tensorflow/tfjs-core"
 import "@tensorflow/tfjs-backend-cpu"
 import { beforeAll, describe, expect, it } from "vitest"
 import { initBackend } from "../../src/ml/backend.ts"
+import { randomValues } from "./fixtures/random.ts"
 
 type Padding = "valid" | "same"
 
@@ -11,17 +12,6 @@ interface ConvCase {
   readonly filter: [number, number, number, number]
   readonly stride: number
   readonly pad: Padding
-}
-
-// Deterministic uniform values in [-1, 1) so every backend gets the same numbers.
-function randomValues(size: number, seed: number): Float32Array {
-  const values = new Float32Array(size)
-  let state = seed >>> 0
-  for (let i = 0; i < size; i++) {
-    state = (Math.imul(state, 1664525) + 1013904223) >>> 0
-    values[i] = state / 2 ** 31 - 1
-  }
-  return values
 }
 
 const cases: ReadonlyArray<ConvCase> = [

@@ -220,23 +220,30 @@ static inline const float* receptive_base(const float* x, pixel_cursor cursor, i
   return x + ((cursor.b * inH + cursor.oh * strideH) * inW + cursor.ow * strideW) * inC;
 }
 
+/*
+ * One step of a 4 x 8 register tile (accumulators c0l, c0h ... c3h): row r gains the
+ * float at address a_r times the 8 columns (low, high).
+ */
+#define TILE_STEP(low, high, a0, a1, a2, a3)  \
+  {                                           \
+    v128_t a = wasm_v128_load32_splat(a0);    \
+    c0l = madd(a, low, c0l);                  \
+    c0h = madd(a, high, c0h);                 \
+    a = wasm_v128_load32_splat(a1);           \
+    c1l = madd(a, low, c1l);                  \
+    c1h = madd(a, high, c1h);                 \
+    a = wasm_v128_load32_splat(a2);           \
+    c2l = madd(a, low, c2l);                  \
+    c2h = madd(a, high, c2h);                 \
+    a = wasm_v128_load32_splat(a3);           \
+    c3l = madd(a, low, c3l);                  \
+    c3h = madd(a, high, c3h);                 \
+  }
+
 /* Accumulates `depth` steps of a 4 x 8 tile: rows a0..a3 (consecutive floats) times `depth` packed rows of b. */
-#define TILE_STEPS(depth)                                    \
-  for (int k = 0; k < (depth); k++, b += 8) {                \
-    v128_t wl = wasm_v128_load(b);                           \
-    v128_t wh = wasm_v128_load(b + 4);                       \
-    v128_t a = wasm_v128_load32_splat(a0 + k);               \
-    c0l = madd(a, wl, c0l);                                  \
-    c0h = madd(a, wh, c0h);                                  \
-    a = wasm_v128_load32_splat(a1 + k);                      \
-    c1l = madd(a, wl, c1l);                                  \
-    c1h = madd(a, wh, c1h);                                  \
-    a = wasm_v128_load32_splat(a2 + k);                      \
-    c2l = madd(a, wl, c2l);                                  \
-    c2h = madd(a, wh, c2h);                                  \
-    a = wasm_v128_load32_splat(a3 + k);                      \
-    c3l = madd(a, wl, c3l);                                  \
-    c3h = madd(a, wh, c3h);                                  \
+#define TILE_STEPS(depth)                                                               \
+  for (int k = 0; k < (depth); k++, b += 8) {                                           \
+    TILE_STEP(wasm_v128_load(b), wasm_v128_load(b + 4), a0 + k, a1 + k, a2 + k, a3 + k) \
   }
 
 /*
@@ -368,37 +375,11 @@ void conv2d_backprop_filter(const float* x, const float* dy, float* dw, int n, i
             /* The 4 filter rows are consecutive input channels: one address, constant offsets. */
             const float* p = xRow + offset0;
             for (int ow = 0; ow < outW; ow++, g += outC, p += step) {
-              v128_t gl = wasm_v128_load(g);
-              v128_t gh = wasm_v128_load(g + 4);
-              v128_t a = wasm_v128_load32_splat(p);
-              c0l = madd(a, gl, c0l);
-              c0h = madd(a, gh, c0h);
-              a = wasm_v128_load32_splat(p + 1);
-              c1l = madd(a, gl, c1l);
-              c1h = madd(a, gh, c1h);
-              a = wasm_v128_load32_splat(p + 2);
-              c2l = madd(a, gl, c2l);
-              c2h = madd(a, gh, c2h);
-              a = wasm_v128_load32_splat(p + 3);
-              c3l = madd(a, gl, c3l);
-              c3h = madd(a, gh, c3h);
+              TILE_STEP(wasm_v128_load(g), wasm_v128_load(g + 4), p, p + 1, p + 2, p + 3)
             }
           } else if (columns == 8) {
             for (int ow = 0; ow < outW; ow++, g += outC, xRow += step) {
-              v128_t gl = wasm_v128_load(g);
-              v128_t gh = wasm_v128_load(g + 4);
-              v128_t a = wasm_v128_load32_splat(xRow + offset0);
-              c0l = madd(a, gl, c0l);
-              c0h = madd(a, gh, c0h);
-              a = wasm_v128_load32_splat(xRow + offset1);
-              c1l = madd(a, gl, c1l);
-              c1h = madd(a, gh, c1h);
-              a = wasm_v128_load32_splat(xRow + offset2);
-              c2l = madd(a, gl, c2l);
-              c2h = madd(a, gh, c2h);
-              a = wasm_v128_load32_splat(xRow + offset3);
-              c3l = madd(a, gl, c3l);
-              c3h = madd(a, gh, c3h);
+              TILE_STEP(wasm_v128_load(g), wasm_v128_load(g + 4), xRow + offset0, xRow + offset1, xRow + offset2, xRow + offset3)
             }
           } else {
             /* A last panel of 4 columns: outC is a multiple of 4. */
@@ -475,22 +456,9 @@ void conv2d_backprop_filter_packed(const float* x, const float* dy, float* dw, f
           if (rows > 3) load_row8(out + 3 * outC, 8, &c3l, &c3h);
         }
         const float* g = packedDy + p * blockPixels * 8;
-        const float* a = packedX;
-        for (int m = 0; m < count; m++, g += 8, a += 4) {
-          v128_t gl = wasm_v128_load(g);
-          v128_t gh = wasm_v128_load(g + 4);
-          v128_t value = wasm_v128_load32_splat(a);
-          c0l = madd(value, gl, c0l);
-          c0h = madd(value, gh, c0h);
-          value = wasm_v128_load32_splat(a + 1);
-          c1l = madd(value, gl, c1l);
-          c1h = madd(value, gh, c1h);
-          value = wasm_v128_load32_splat(a + 2);
-          c2l = madd(value, gl, c2l);
-          c2h = madd(value, gh, c2h);
-          value = wasm_v128_load32_splat(a + 3);
-          c3l = madd(value, gl, c3l);
-          c3h = madd(value, gh, c3h);
+        const float* values = packedX;
+        for (int m = 0; m < count; m++, g += 8, values += 4) {
+          TILE_STEP(wasm_v128_load(g), wasm_v128_load(g + 4), values, values + 1, values + 2, values + 3)
         }
         store_row8(out, c0l, c0h, 8);
         if (rows > 1) store_row8(out + outC, c1l, c1h, 8);
