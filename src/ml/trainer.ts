@@ -275,17 +275,20 @@ async function generatorUpdate(
   batch: BatchTensors,
   seed: number,
   step: number,
-  replicas: ReplicaPool | undefined
+  replicas: ReplicaPool | undefined,
+  whileWaiting: () => void
 ): Promise<number> {
   const variables = trainableVariables(networks.model)
   const total = batch.x.shape[0]
   const microBatchSize = config.microBatchSize ?? total
   if (microBatchSize >= total) {
     setDropoutSeeds(networks.model, seed, step)
-    return tf.tidy(() => {
+    const loss = tf.tidy(() => {
       const cost = networks.optimizer.minimize(() => generatorObjective(networks, config, batch), true, variables)
       return cost!.dataSync()[0]!
     })
+    whileWaiting()
+    return loss
   }
 
   const chunks = splitBatch(batch, microBatchSize)
@@ -307,6 +310,8 @@ async function generatorUpdate(
       const result = chunkGradients(networks, config, chunk, total, seed, step, index, chunks.length)
       local.set(index, { ...result, state: snapshot(stateful) })
     }
+    // Work for the next step fills the time until the replicas are done.
+    whileWaiting()
     await remote
   } catch (error) {
     tf.dispose([...start, ...[...local.values()].flatMap((r) => [...r.grads, ...r.state])])
@@ -351,7 +356,8 @@ async function trainStep(
   batch: BatchTensors,
   seed: number,
   step: number,
-  replicas: ReplicaPool | undefined
+  replicas: ReplicaPool | undefined,
+  whileWaiting: () => void
 ): Promise<StepResult> {
   const { model } = networks
   const numClasses = config.model.numClasses
@@ -384,7 +390,7 @@ async function trainStep(
     dLoss = value
   }
   const generatorStep = networks.discriminator === undefined ? step : 2 * step
-  const loss = await generatorUpdate(networks, config, batch, seed, generatorStep, replicas)
+  const loss = await generatorUpdate(networks, config, batch, seed, generatorStep, replicas, whileWaiting)
   return dLoss === undefined ? { loss } : { loss, discriminatorLoss: dLoss }
 }
 
@@ -573,9 +579,16 @@ export async function train(config: TrainConfig, sampler: BatchSampler, options:
     const started = performance.now()
     let lossSum = 0
     let discriminatorLossSum = 0
+    // The next batch of the epoch is drawn while replicas compute this one. Draws stop at the
+    // epoch's end, so the checkpointed sampler state is the one after the epoch's last batch.
+    let nextBatch: Batch | undefined = sampler.nextBatch()
     for (let batchIndex = 0; batchIndex < options.stepsPerEpoch; batchIndex++) {
-      const tensors = toTensors(sampler.nextBatch(), config.model)
-      const result = await trainStep(networks, config, tensors, options.seed, step, replicas)
+      const tensors = toTensors(nextBatch ?? sampler.nextBatch(), config.model)
+      nextBatch = undefined
+      const drawNext = () => {
+        if (batchIndex + 1 < options.stepsPerEpoch) nextBatch = sampler.nextBatch()
+      }
+      const result = await trainStep(networks, config, tensors, options.seed, step, replicas, drawNext)
       tf.dispose([tensors.x, tensors.y])
       step += 1
       lossSum += result.loss
