@@ -406,3 +406,62 @@ describe("fused batch norm in training", () => {
     y.dispose()
   })
 })
+
+describe("wasm FusedBatchNorm", () => {
+  beforeAll(async () => {
+    await initBackend({ backend: "cpu" })
+    await initBackend({ backend: "wasm" })
+  })
+
+  const cases: Array<{ name: string; scale: boolean; offset: boolean; statisticsShape: Array<number> }> = [
+    { name: "scale and offset", scale: true, offset: true, statisticsShape: [6] },
+    { name: "no scale", scale: false, offset: true, statisticsShape: [6] },
+    { name: "no offset", scale: true, offset: false, statisticsShape: [6] },
+    // Statistics of rank 4 go to the package's kernel.
+    { name: "rank-4 statistics", scale: true, offset: true, statisticsShape: [1, 1, 1, 6] }
+  ]
+  for (const c of cases) {
+    it(`matches cpu with ${c.name}`, async () => {
+      const run = () =>
+        tf.tidy(() => {
+          const x = tf.tensor4d(randomValues(2 * 5 * 3 * 6, 41), [2, 5, 3, 6])
+          const statistic = (seed: number, positive = false) =>
+            tf.tensor(randomValues(6, seed).map((v) => (positive ? v + 1.5 : v)), c.statisticsShape)
+          const y = tf.batchNorm(x, statistic(42), statistic(43, true), c.offset ? statistic(44) : undefined, c.scale ? statistic(45) : undefined, 1e-3)
+          return y.dataSync() as Float32Array
+        })
+      const reference = await onBackend("cpu", run)
+      const wasm = await onBackend("wasm", run)
+      expect(maxRelativeDifference(wasm, reference)).toBeLessThan(1e-5)
+    })
+  }
+})
+
+describe("wasm ResizeNearestNeighbor", () => {
+  beforeAll(async () => {
+    await initBackend({ backend: "cpu" })
+    await initBackend({ backend: "wasm" })
+  })
+
+  const cases = [
+    { name: "2x up", input: [2, 5, 4, 3], size: [10, 8], alignCorners: false, halfPixelCenters: false },
+    { name: "4x up, 32 channels", input: [1, 3, 2, 32], size: [12, 8], alignCorners: false, halfPixelCenters: false },
+    { name: "down, align corners", input: [2, 9, 7, 5], size: [4, 3], alignCorners: true, halfPixelCenters: false },
+    { name: "odd, half-pixel centres", input: [1, 5, 6, 2], size: [7, 9], alignCorners: false, halfPixelCenters: true }
+  ] as const
+  for (const c of cases) {
+    for (const dtype of ["float32", "int32"] as const) {
+      it(`matches cpu for ${c.name}, ${dtype}`, async () => {
+        const run = () =>
+          tf.tidy(() => {
+            const values = randomValues(sizeOf(c.input), 51).map((v) => (dtype === "int32" ? Math.round(v * 1000) : v))
+            const x = tf.tensor4d(values, [...c.input], dtype)
+            return Array.from(tf.image.resizeNearestNeighbor(x, [...c.size], c.alignCorners, c.halfPixelCenters).dataSync())
+          })
+        const reference = await onBackend("cpu", run)
+        const wasm = await onBackend("wasm", run)
+        expect(wasm).toEqual(reference)
+      })
+    }
+  }
+})

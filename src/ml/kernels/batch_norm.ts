@@ -10,6 +10,8 @@
  * with S1 = sum of dy and S2 = sum of dy * (x - mean) per channel over the N other values,
  * and variance the population variance, as tf.moments computes it.
  *
+ * FusedBatchNorm itself (inference) gets a wasm kernel on the same module too.
+ *
  * `useFusedBatchNormInTraining` makes tfjs-layers' BatchNormalization use it when training
  * with channels last, centre and scale; inference and other cases keep the layer's own code,
  * and the layer's config and weights are unchanged, so saved models are as before.
@@ -17,6 +19,7 @@
 import * as tf from "@tensorflow/tfjs-core"
 import * as tfl from "@tensorflow/tfjs-layers"
 import { addressOf, simdKernelsFor } from "../wasm/module.ts"
+import { callOriginalKernel } from "./original.ts"
 
 export const BatchNormTraining = "OctflowBatchNormTraining"
 export const BatchNormTrainingGrad = "OctflowBatchNormTrainingGrad"
@@ -149,6 +152,36 @@ function batchNormTrainingGradCpu(args: KernelArgs): Array<tf.TensorInfo> {
     backend.makeTensorInfo([cols], "float32", Float32Array.from(sumDyCentred, (sum, j) => sum * inverseStd[j]!)),
     backend.makeTensorInfo([cols], "float32", Float32Array.from(sumDy))
   ]
+}
+
+/**
+ * FusedBatchNorm (given statistics, as in inference) on wasm for per-channel rank-1
+ * statistics, as y = x * scale + shift with per-channel scale and shift; other shapes go to
+ * the package's kernel.
+ */
+function fusedBatchNormWasm(args: KernelArgs): tf.TensorInfo {
+  const { x, mean, variance, scale, offset } = args.inputs as Record<string, tf.TensorInfo | undefined>
+  const cols = x!.shape[x!.shape.length - 1]!
+  const perChannel = (info: tf.TensorInfo | undefined | null) =>
+    info === undefined || info === null || (info.shape.length === 1 && info.shape[0] === cols && info.dtype === "float32")
+  if (x!.dtype !== "float32" || mean === undefined || variance === undefined || ![mean, variance, scale, offset].every(perChannel)) {
+    return callOriginalKernel(tf.FusedBatchNorm, "wasm", args) as tf.TensorInfo
+  }
+  const backend = args.backend as unknown as HeapBackend
+  const { rows } = matrixShape(x!)
+  const y = backend.makeOutput([...x!.shape], "float32")
+  const scratch = backend.makeOutput([2 * cols], "float32")
+  const at = (info: tf.TensorInfo | undefined | null) => (info === undefined || info === null ? 0 : addressOf(args.backend, info))
+  const { varianceEpsilon } = args.attrs as unknown as BatchNormAttrs
+  simdKernelsFor(args.backend).batch_norm_inference(at(x), at(mean), at(variance), at(scale), at(offset), at(y), at(scratch), rows, cols, varianceEpsilon)
+  args.backend.disposeData(scratch.dataId)
+  return y
+}
+
+export const fusedBatchNormConfig: tf.KernelConfig = {
+  kernelName: tf.FusedBatchNorm,
+  backendName: "wasm",
+  kernelFunc: fusedBatchNormWasm as unknown as tf.KernelFunc
 }
 
 export const batchNormTrainingConfigs: ReadonlyArray<tf.KernelConfig> = [

@@ -3,8 +3,9 @@
  * - Forward, for wasm: Slice, SplitV, Concat and PadV2 that copy inside the heap in long
  *   runs (tfjs-backend-wasm 4.22's Slice and Concat copy one pixel's channels per call),
  *   an Identity (and a Cast to the same dtype) that shares memory instead of copying, Conv2D and FusedConv2D on this
- *   project's SIMD matrix kernels (src/ml/wasm), and Sum and Mean over every axis but
- *   the last without a transposed copy.
+ *   project's SIMD matrix kernels (src/ml/wasm), Sum and Mean over every axis but the
+ *   last without a transposed copy, FusedBatchNorm with per-channel statistics, and
+ *   ResizeNearestNeighbor.
  * - Gradients, for wasm: tfjs-backend-wasm 4.22 has no Conv2DBackpropFilter, its
  *   Conv2DBackpropInput is a slow direct loop, and its MaxPoolGrad drops gradient entries.
  * - For cpu and wasm alike: ResizeNearestNeighborGrad, whose cpu version is wrong for
@@ -16,7 +17,7 @@
  * Registering again does nothing.
  */
 import * as tf from "@tensorflow/tfjs-core"
-import { useFusedBatchNormInTraining } from "./batch_norm.ts"
+import { fusedBatchNormConfig, useFusedBatchNormInTraining } from "./batch_norm.ts"
 import { concatConfig } from "./concat.ts"
 import { conv2dConfig, fusedConv2dConfig } from "./conv2d.ts"
 import { conv2dBackpropFilterConfig } from "./conv2d_backprop_filter.ts"
@@ -28,7 +29,11 @@ import { registerMeanGradient } from "./mean_grad.ts"
 import { rememberOriginalKernel } from "./original.ts"
 import { padV2Config } from "./pad.ts"
 import { meanConfig, sumConfig } from "./reduce.ts"
-import { resizeNearestNeighborGradConfig, resizeNearestNeighborGradCpuConfig } from "./resize_nearest_neighbor_grad.ts"
+import {
+  resizeNearestNeighborConfig,
+  resizeNearestNeighborGradConfig,
+  resizeNearestNeighborGradCpuConfig
+} from "./resize_nearest_neighbor_grad.ts"
 import { sliceConfig, splitVConfig } from "./slice.ts"
 
 export const wasmForwardKernels: ReadonlyArray<tf.KernelConfig> = [
@@ -41,7 +46,9 @@ export const wasmForwardKernels: ReadonlyArray<tf.KernelConfig> = [
   conv2dConfig,
   fusedConv2dConfig,
   sumConfig,
-  meanConfig
+  meanConfig,
+  fusedBatchNormConfig,
+  resizeNearestNeighborConfig
 ]
 
 export const wasmGradientKernels: ReadonlyArray<tf.KernelConfig> = [

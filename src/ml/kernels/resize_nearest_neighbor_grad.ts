@@ -8,11 +8,13 @@
  * reads input row min(h - 1, f(ratio * r')) with r' = r + 0.5 for half-pixel centres (else
  * r), f = round with alignCorners (else floor), and ratio = (h - 1) / (outH - 1) with
  * alignCorners and outH > 1 (else h / outH); columns likewise. On wasm the scatter runs
- * in resize_nearest_grad (src/ml/wasm/kernels.c).
+ * in resize_nearest_grad (src/ml/wasm/kernels.c), and the forward resize, through the same
+ * mapping, in resize_nearest: the package's kernel computes the mapping per pixel.
  */
 import * as tf from "@tensorflow/tfjs-core"
 import { addressOf, simdKernelsFor } from "../wasm/module.ts"
 import { asHeapBackend } from "./heap.ts"
+import { callOriginalKernel } from "./original.ts"
 
 interface ResizeGradAttrs {
   readonly alignCorners: boolean
@@ -98,6 +100,44 @@ function resizeNearestNeighborGradCpu(args: KernelArgs): tf.TensorInfo {
   scatterGradient(dy, dyInfo.shape as unknown as ImageShape, dx, images.shape as unknown as ImageShape, args.attrs as unknown as ResizeGradAttrs)
   const backend = args.backend as unknown as { makeTensorInfo(shape: number[], dtype: tf.DataType, values: Float32Array): tf.TensorInfo }
   return backend.makeTensorInfo([...images.shape], "float32", dx)
+}
+
+/** The forward resize on wasm, through the same index mapping; dtypes other than float32 and int32 go to the package. */
+function resizeNearestNeighborWasm(args: KernelArgs): tf.TensorInfo {
+  const images = args.inputs.images as tf.TensorInfo
+  const attrs = args.attrs as unknown as ResizeGradAttrs & { readonly size: [number, number] }
+  if (images.dtype !== "float32" && images.dtype !== "int32") {
+    return callOriginalKernel(tf.ResizeNearestNeighbor, "wasm", args) as tf.TensorInfo
+  }
+  const backend = asHeapBackend(args.backend)
+  const [batchSize, inHeight, inWidth, channels] = images.shape as unknown as ImageShape
+  const [outHeight, outWidth] = attrs.size
+  const indices = backend.makeOutput([outHeight + outWidth], "int32")
+  const indexView = backend.typedArrayFromHeap(indices) as Int32Array
+  indexView.set(sourceIndices(inHeight, outHeight, attrs))
+  indexView.set(sourceIndices(inWidth, outWidth, attrs), outHeight)
+  const out = backend.makeOutput([batchSize, outHeight, outWidth, channels], images.dtype)
+  const indexAddress = addressOf(args.backend, indices)
+  simdKernelsFor(args.backend).resize_nearest(
+    addressOf(args.backend, images),
+    addressOf(args.backend, out),
+    indexAddress,
+    indexAddress + 4 * outHeight,
+    batchSize,
+    inHeight,
+    inWidth,
+    channels,
+    outHeight,
+    outWidth
+  )
+  args.backend.disposeData(indices.dataId)
+  return out
+}
+
+export const resizeNearestNeighborConfig: tf.KernelConfig = {
+  kernelName: tf.ResizeNearestNeighbor,
+  backendName: "wasm",
+  kernelFunc: resizeNearestNeighborWasm as unknown as tf.KernelFunc
 }
 
 export const resizeNearestNeighborGradConfig: tf.KernelConfig = {

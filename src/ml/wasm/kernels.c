@@ -646,6 +646,32 @@ void resize_nearest_grad(const float* dy, float* dx, const int* rows, const int*
 }
 
 /*
+ * Batch normalisation with given statistics (FusedBatchNorm, as in inference), per column
+ * of a rows x cols matrix: y = (x - mean) * gamma / sqrt(variance + epsilon) + beta, where a
+ * null gamma is 1 and a null beta is 0. scratch needs 2 * cols floats.
+ */
+EXPORT(batch_norm_inference)
+void batch_norm_inference(const float* x, const float* mean, const float* variance, const float* gamma, const float* beta,
+                          float* y, float* scratch, int rows, int cols, float epsilon) {
+  float* scale = scratch;
+  float* shift = scratch + cols;
+  for (int j = 0; j < cols; j++) {
+    scale[j] = (gamma ? gamma[j] : 1.0f) / __builtin_sqrtf(variance[j] + epsilon);
+    shift[j] = (beta ? beta[j] : 0.0f) - mean[j] * scale[j];
+  }
+  for (int i = 0; i < rows; i++) {
+    const float* in = x + i * cols;
+    float* out = y + i * cols;
+    int j = 0;
+    for (; j + 4 <= cols; j += 4) {
+      v128_t value = wasm_f32x4_mul(wasm_v128_load(in + j), wasm_v128_load(scale + j));
+      wasm_v128_store(out + j, wasm_f32x4_add(value, wasm_v128_load(shift + j)));
+    }
+    for (; j < cols; j++) out[j] = in[j] * scale[j] + shift[j];
+  }
+}
+
+/*
  * Batch normalisation in training over the rows of a rows x cols matrix (an NHWC tensor
  * with cols channels): mean and variance (population, as tf.moments) per column, then
  * y = (x - mean) * gamma / sqrt(variance + epsilon) + beta. Sums run in blocks of 256
@@ -682,23 +708,8 @@ void batch_norm_training(const float* x, const float* gamma, const float* beta, 
       variance[j] += block;
     }
   }
-  float* scale = scratch;
-  float* shift = scratch + cols;
-  for (int j = 0; j < cols; j++) {
-    variance[j] = variance[j] / (float)rows;
-    scale[j] = gamma[j] / __builtin_sqrtf(variance[j] + epsilon);
-    shift[j] = beta[j] - mean[j] * scale[j];
-  }
-  for (int i = 0; i < rows; i++) {
-    const float* in = x + i * cols;
-    float* out = y + i * cols;
-    int j = 0;
-    for (; j + 4 <= cols; j += 4) {
-      v128_t value = wasm_f32x4_mul(wasm_v128_load(in + j), wasm_v128_load(scale + j));
-      wasm_v128_store(out + j, wasm_f32x4_add(value, wasm_v128_load(shift + j)));
-    }
-    for (; j < cols; j++) out[j] = in[j] * scale[j] + shift[j];
-  }
+  for (int j = 0; j < cols; j++) variance[j] = variance[j] / (float)rows;
+  batch_norm_inference(x, mean, variance, gamma, beta, y, scratch, rows, cols, epsilon);
 }
 
 /*
@@ -758,5 +769,25 @@ void batch_norm_training_grad(const float* dy, const float* x, const float* gamm
       wasm_v128_store(out + j, wasm_f32x4_mul(centred, wasm_v128_load(gain + j)));
     }
     for (; j < cols; j++) out[j] = gain[j] * (g[j] - offset[j] - in[j] * slope[j]);
+  }
+}
+
+/*
+ * Nearest-neighbour resizing (NHWC): y[b][r][q][:] = x[b][rows[r]][cols[q]][:], where rows
+ * and cols (int32) give the input row and column that each output row and column reads.
+ */
+EXPORT(resize_nearest)
+void resize_nearest(const int* x, int* y, const int* rows, const int* cols, int n, int inH, int inW, int c, int outH, int outW) {
+  for (int b = 0; b < n; b++) {
+    for (int r = 0; r < outH; r++) {
+      const int* sourceRow = x + ((b * inH + rows[r]) * inW) * c;
+      int* target = y + ((b * outH + r) * outW) * c;
+      for (int q = 0; q < outW; q++, target += c) {
+        const int* source = sourceRow + cols[q] * c;
+        int ch = 0;
+        for (; ch + 4 <= c; ch += 4) wasm_v128_store(target + ch, wasm_v128_load(source + ch));
+        for (; ch < c; ch++) target[ch] = source[ch];
+      }
+    }
   }
 }

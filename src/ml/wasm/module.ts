@@ -87,8 +87,21 @@ export interface SimdKernels {
     padTop: number,
     padLeft: number
   ): void
+  resize_nearest(x: number, y: number, rows: number, cols: number, n: number, inH: number, inW: number, c: number, outH: number, outW: number): void
   resize_nearest_grad(dy: number, dx: number, rows: number, cols: number, n: number, inH: number, inW: number, c: number, outH: number, outW: number): void
   madd_probe(a: number, b: number, c: number): number
+  batch_norm_inference(
+    x: number,
+    mean: number,
+    variance: number,
+    gamma: number,
+    beta: number,
+    y: number,
+    scratch: number,
+    rows: number,
+    cols: number,
+    epsilon: number
+  ): void
   batch_norm_training(
     x: number,
     gamma: number,
