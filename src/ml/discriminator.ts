@@ -55,7 +55,8 @@ export function buildDiscriminator(config: DiscriminatorConfig): tfl.LayersModel
 /** weightDecay * sum of squared kernel weights (biases excluded, as Keras L2 on kernels). */
 export function weightDecayLoss(model: tfl.LayersModel, weightDecay: number): tf.Scalar {
   return tf.tidy(() => {
-    const kernels = model.trainableWeights.filter((w) => w.name.endsWith("kernel"))
+    // originalName, because a second model in the same process gets suffixed names (kernel_1).
+    const kernels = model.trainableWeights.filter((w) => w.originalName.endsWith("/kernel"))
     const squares = kernels.map((w) => tf.sum(tf.square(w.read())))
     return tf.mul(weightDecay, tf.addN(squares)) as tf.Scalar
   })

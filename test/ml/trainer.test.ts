@@ -238,6 +238,41 @@ describe("train on cpu", () => {
     expect(Buffer.from(three.weights.buffer).equals(Buffer.from(one.weights.buffer))).toBe(true)
   })
 
+  it("weight decay of a second discriminator", async () => {
+    const { buildDiscriminator, weightDecayLoss } = await import("../../src/ml/discriminator.ts")
+    const build = () => buildDiscriminator({ height: 8, width: 8, numClasses: 2, convLayers: 2, filters: 4, weightDecay: 1e-3, seed: 3 })
+    const first = build()
+    const second = build()
+    // The second model's weights get suffixed names; both must count their kernels.
+    const [a, b] = [weightDecayLoss(first, 1e-3), weightDecayLoss(second, 1e-3)]
+    expect(await b.data()).toEqual(await a.data())
+    expect((await a.data())[0]).toBeGreaterThan(0)
+    tf.dispose([a, b])
+    first.dispose()
+    second.dispose()
+  })
+
+  it("adversarial threads equal one", async () => {
+    const adversarial: TrainConfig = { ...config, microBatchSize: 2, adversarial: { ...methodAdversarial, filters: 4 } }
+    const run = async (threads: number) => {
+      const result = await train(adversarial, sampler(), {
+        epochs: 1,
+        stepsPerEpoch: 2,
+        validation: validationBatches(),
+        checkpointDir: await temporaryDir(),
+        seed: 9,
+        threads
+      })
+      const weights = flatWeights(result.model)
+      result.model.dispose()
+      return { weights, history: result.history.map(({ seconds: _seconds, ...epoch }) => epoch) }
+    }
+    const one = await run(1)
+    const two = await run(2)
+    expect(two.history).toEqual(one.history)
+    expect(Buffer.from(two.weights.buffer).equals(Buffer.from(one.weights.buffer))).toBe(true)
+  })
+
   it("threads keep the tensor count flat", async () => {
     const counts: Array<number> = []
     const result = await train({ ...config, microBatchSize: 2 }, sampler(), {
