@@ -37,7 +37,7 @@ export const TrainParams = Schema.Struct({
   firstKernelSize: withDefault(PositiveInt, 7),
   /** Spatial dropout rate of each decoder block, deepest first; depth - 1 values. */
   dropoutRates: withDefault(Schema.Array(Probability), [0.25, 0.5]),
-  epochs: withDefault(PositiveInt, 6),
+  epochs: withDefault(PositiveInt, 20),
   stepsPerEpoch: withDefault(PositiveInt, 40),
   batchSize: withDefault(PositiveInt, 8),
   /**
