@@ -295,8 +295,8 @@ export function materialOf(plan: Plan, task: PlanTask, inputs: ResolvedInputs): 
 export async function loadCache(session: WorkspaceSession, stages: ReadonlyArray<string>): Promise<Map<string, CacheEntry>> {
   const cache = new Map<string, CacheEntry>()
   if (stages.length === 0) return cache
-  const rows = await session.db.all<{
-    id: bigint; stage: string; fingerprint: string; port: string; hash: string; kind: "file" | "directory"; ext: string; path: string; size: bigint
+  const rows = await session.db.allAsJson<{
+    id: number; stage: string; fingerprint: string; port: string; hash: string; kind: "file" | "directory"; ext: string; path: string; size: number
   }>(
     `SELECT e.id, e.stage, e.fingerprint, a.port, a.hash, a.kind, a.ext, a.path, a.size
      FROM cache_entries e JOIN artifacts a ON a.execution_id = e.id
@@ -307,10 +307,10 @@ export async function loadCache(session: WorkspaceSession, stages: ReadonlyArray
     const key = `${row.stage}\u0000${row.fingerprint}`
     let entry = cache.get(key)
     if (entry === undefined) {
-      entry = { executionId: Number(row.id), outputs: {} }
+      entry = { executionId: row.id, outputs: {} }
       cache.set(key, entry)
     }
-    entry.outputs[row.port] = { hash: row.hash, kind: row.kind, ext: row.ext, path: row.path, size: Number(row.size) }
+    entry.outputs[row.port] = { hash: row.hash, kind: row.kind, ext: row.ext, path: row.path, size: row.size }
   }
   return cache
 }

@@ -46,7 +46,7 @@ export async function openForWrite(root: string, options: OpenOptions = {}): Pro
     ws,
     db,
     close: async () => {
-      db.close()
+      await db.close()
       await lock.release()
     }
   }
