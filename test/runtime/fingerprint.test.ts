@@ -1,8 +1,12 @@
+import { createHash } from "node:crypto"
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
+import fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import { codeIdentity } from "../../src/runtime/codehash.ts"
 import { deriveSeed, fingerprintOf, type FingerprintMaterial } from "../../src/runtime/fingerprint.ts"
+import { canonicalJson } from "../../src/runtime/params.ts"
+import type { Json } from "../../src/runtime/stage.ts"
 import { repoRoot, tempDir } from "./helpers.ts"
 
 const material: FingerprintMaterial = {
@@ -25,6 +29,23 @@ describe("fingerprintOf", () => {
   it("ignores key order", () => {
     const reordered = { seed: 7, environment: { backend: "cpu" }, code: material.code, params: { factor: 2 }, inputs: material.inputs, item: "item-0001", stage: "scale" }
     expect(fingerprintOf(reordered)).toBe(fingerprintOf(material))
+  })
+
+  it("hashes the canonical material", () => {
+    const jsonObject = fc.dictionary(fc.string(), fc.jsonValue() as fc.Arbitrary<Json>)
+    const materials = fc.record({
+      stage: fc.string(),
+      item: fc.option(fc.string(), { nil: null }),
+      inputs: jsonObject,
+      params: fc.oneof(jsonObject, fc.jsonValue() as fc.Arbitrary<Json>),
+      code: fc.string(),
+      environment: fc.dictionary(fc.string(), fc.string()),
+      seed: fc.nat()
+    })
+    fc.assert(fc.property(materials, (random) => {
+      const expected = createHash("sha256").update(canonicalJson({ v: 1, ...random })).digest("hex")
+      expect(fingerprintOf(random)).toBe(expected)
+    }))
   })
 
   it.each([
