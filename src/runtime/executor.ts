@@ -27,6 +27,7 @@ import {
 import type { Json, LogLevel } from "./stage.ts"
 import { openForWrite, type WorkspaceSession } from "./session.ts"
 import { commitOutput, createStaging, type StoredObject } from "./store.ts"
+import { buildDag, selectStages } from "./workflow.ts"
 import type { TaskMessage } from "./worker.ts"
 
 export { latestRunDir } from "./links.ts"
@@ -107,18 +108,35 @@ export async function runWorkflow(options: RunOptions): Promise<RunSummary> {
   }
 }
 
+/**
+ * Return `promise` with a rejection handler attached, so it can be started now and awaited
+ * later without Node reporting an unhandled rejection in between.
+ */
+function inFlight<A>(promise: Promise<A>): Promise<A> {
+  promise.catch(() => undefined)
+  return promise
+}
+
 async function execute(options: RunOptions, session: WorkspaceSession, report: (event: RunEvent) => void): Promise<RunSummary> {
+  // DuckDB runs statements on its own threads, so the cache query runs while this thread
+  // builds the plan. Statements on the session are queued in order.
+  const cacheLoad = inFlight(loadCache(session, selectStages(buildDag(options.workflow), options.targets ?? [])))
   const plan = await buildPlan(options, session, true)
   const forced = forcedStages(options.force, plan.selected)
   for (const name of forced) {
     if (!plan.dag.nodes.has(name)) throw new UnknownName({ kind: "stage", name, known: plan.dag.order })
   }
-  const tasks = planTasks(plan)
-  const cache = await loadCache(session, plan.selected)
   const runId = newRunId()
   const jobs = options.jobs ?? availableParallelism()
-  await recordRunStart(session, options, plan, runId, jobs)
-  await recordSourceFiles(session, plan)
+  const runStarted = inFlight(recordRunStart(session, options, plan, runId, jobs))
+  const tasks = planTasks(plan)
+  const cache = await cacheLoad
+  // The plan event is reported only once the run row is written, so a process killed after
+  // printing the plan leaves an interrupted run behind.
+  await runStarted
+  // Source files are recorded while the runner settles cached tasks, and the runner awaits
+  // this before any task runs.
+  const sourcesRecorded = inFlight(recordSourceFiles(session, plan))
   report({
     type: "plan",
     runId,
@@ -126,15 +144,18 @@ async function execute(options: RunOptions, session: WorkspaceSession, report: (
   })
 
   const runner = new TaskRunner(plan, session, options, report, runId, jobs, forced, cache)
-  const outcomes = await runner.runAll(tasks)
+  const outcomes = await runner.runAll(tasks, sourcesRecorded)
   await runner.close()
 
   const summary = summarize(runId, plan, tasks, outcomes, runner.timing)
-  await recordRunEnd(session, runId, tasks, outcomes, summary)
-  await linkRun(session.ws, runId, plan, tasks, (task) => {
+  const outputsOf = (task: PlanTask) => {
     const outcome = outcomes.get(task.key)!
     return outcome.action === "ran" || outcome.action === "cached" ? outcome.outputs : null
-  }, { updateLatest: options.updateLatest ?? true })
+  }
+  await Promise.all([
+    recordRunEnd(session, runId, tasks, outcomes, summary),
+    linkRun(session.ws, runId, plan, tasks, outputsOf, { updateLatest: options.updateLatest ?? true })
+  ])
   return summary
 }
 
@@ -160,9 +181,51 @@ class TaskRunner {
     private readonly cache: ReadonlyMap<string, CacheEntry>
   ) {}
 
-  async runAll(tasks: ReadonlyMap<string, PlanTask>): Promise<Map<string, TaskOutcome>> {
+  /** Settle every task. `recorded` is a write of the run's records, awaited before any task runs. */
+  async runAll(tasks: ReadonlyMap<string, PlanTask>, recorded: Promise<void>): Promise<Map<string, TaskOutcome>> {
+    this.reuseCachedResults(tasks)
+    await recorded
     await Promise.all([...tasks.values()].map((task) => this.outcomeOf(task)))
     return new Map(this.settled)
+  }
+
+  /**
+   * Settle, in plan order and without awaiting, every task whose upstream tasks are settled
+   * and whose result is cached. A rerun reuses most results, so this pass settles them with
+   * no promise per task while the run's records are written. `runTask` handles the rest.
+   */
+  private reuseCachedResults(tasks: ReadonlyMap<string, PlanTask>): void {
+    for (const task of tasks.values()) {
+      if (!task.deps.every((dep) => this.settled.has(dep.key))) continue
+      let inputs: ResolvedInputs
+      try {
+        inputs = resolveInputs(this.plan, this.session.ws, task, (stage, item) => this.outputsOf(stage, item))
+      } catch {
+        continue
+      }
+      const outcome = this.reuse(task, fingerprintOf(materialOf(this.plan, task, inputs)))
+      if (outcome !== null) {
+        this.settled.set(task.key, outcome)
+        this.outcomes.set(task.key, Promise.resolve(outcome))
+      }
+    }
+  }
+
+  /** Return the cached outcome of `task` when its stage is not forced and its objects are intact, else null. */
+  private reuse(task: PlanTask, fingerprint: string): TaskOutcome | null {
+    if (this.forced.has(task.stage)) return null
+    const entry = this.cache.get(`${task.stage}\u0000${fingerprint}`)
+    if (entry === undefined || !isEntryIntact(this.session.ws, task.node.stage, entry)) return null
+    this.report({ type: "task-end", stage: task.stage, item: task.item, action: "cached", ms: 0 })
+    return { action: "cached", executionId: entry.executionId, fingerprint, outputs: entry.outputs }
+  }
+
+  private outputsOf(stage: string, item: string | null): Readonly<Record<string, StoredObject>> {
+    const outcome = this.settled.get(taskKey(stage, item))
+    if (outcome === undefined || (outcome.action !== "ran" && outcome.action !== "cached")) {
+      throw new Error(`internal: outputs of ${stage}/${item} requested before it finished`)
+    }
+    return outcome.outputs
   }
 
   async close(): Promise<void> {
@@ -186,29 +249,16 @@ class TaskRunner {
     const badIndex = upstream.findIndex((o) => o.action === "failed" || o.action === "blocked")
     if (badIndex >= 0) return this.block(task, `upstream ${task.deps[badIndex]!.stage} did not finish`)
 
-    const outputsOf = (stage: string, item: string | null) => {
-      const outcome = this.settled.get(taskKey(stage, item))
-      if (outcome === undefined || (outcome.action !== "ran" && outcome.action !== "cached")) {
-        throw new Error(`internal: outputs of ${stage}/${item} requested before it finished`)
-      }
-      return outcome.outputs
-    }
     let inputs: ResolvedInputs
     try {
-      inputs = resolveInputs(this.plan, this.session.ws, task, outputsOf)
+      inputs = resolveInputs(this.plan, this.session.ws, task, (stage, item) => this.outputsOf(stage, item))
     } catch (error) {
       return this.fail(task, "", (error as Error).message, Date.now())
     }
     const material = materialOf(this.plan, task, inputs)
     const fingerprint = fingerprintOf(material)
-
-    if (!this.forced.has(task.stage)) {
-      const entry = this.cache.get(`${task.stage}\u0000${fingerprint}`)
-      if (entry !== undefined && (await isEntryIntact(this.session.ws, task.node.stage, entry))) {
-        this.report({ type: "task-end", stage: task.stage, item: task.item, action: "cached", ms: 0 })
-        return { action: "cached", executionId: entry.executionId, fingerprint, outputs: entry.outputs }
-      }
-    }
+    const cached = this.reuse(task, fingerprint)
+    if (cached !== null) return cached
 
     await this.acquireSlot()
     try {

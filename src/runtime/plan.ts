@@ -316,7 +316,7 @@ export async function loadCache(session: WorkspaceSession, stages: ReadonlyArray
 }
 
 /** Check that a cache entry has every declared port and that each object exists with its recorded size. */
-export async function isEntryIntact(ws: Layout, stage: Stage, entry: CacheEntry): Promise<boolean> {
+export function isEntryIntact(ws: Layout, stage: Stage, entry: CacheEntry): boolean {
   for (const port of Object.keys(stage.outputs)) {
     const stored = entry.outputs[port]
     if (stored === undefined) return false
