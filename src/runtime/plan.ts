@@ -5,7 +5,7 @@
  */
 import { join } from "node:path"
 import * as Effect from "effect/Effect"
-import { codeIdentity, type CodeIdentity } from "./codehash.ts"
+import { codeIdentity, saveCodeHashCache, type CodeIdentity } from "./codehash.ts"
 import {
   ArtifactHashInvalid, ArtifactNotGiven, ArtifactNotRecorded, ArtifactObjectMissing, ArtifactWrongProducer, InvalidStage
 } from "./errors.ts"
@@ -110,6 +110,7 @@ export async function buildPlan(
     code.set(name, codeIdentity(stage.module))
     environment.set(name, stage.environment === undefined ? {} : await Effect.runPromise(stage.environment()))
   }
+  saveCodeHashCache()
   return { dag, selected, params, sources, code, environment, seed: options.seed ?? options.workflow.seed, artifacts }
 }
 
