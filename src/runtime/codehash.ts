@@ -15,6 +15,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSyn
 import { createRequire } from "node:module"
 import { dirname, join, relative, resolve, sep } from "node:path"
 import { fileURLToPath } from "node:url"
+import { checkBundledSource } from "./bundle.ts"
 import { fileIdentity, isRacy } from "./file-identity.mjs"
 
 const runtimeDir = dirname(fileURLToPath(import.meta.url))
@@ -143,6 +144,7 @@ function readModule(path: string): ModuleEntry {
   } else {
     moduleCache.set(path, entry)
   }
+  checkBundledSource(path, entry.source)
   return entry
 }
 
