@@ -32,10 +32,12 @@ const configurationFiles = ["package.json", "tsconfig.json", "src/launcher/build
 
 /**
  * Package specifiers left to Node at run time. DuckDB's and TensorFlow's native bindings
- * cannot be bundled, tfjs backends register with the one tfjs-core instance that
- * tfjs-node would load, and the wasm backend finds its .wasm files next to its own code.
+ * cannot be bundled, and src/runtime/duckdb.ts loads DuckDB's with require, which must
+ * return the same module to @duckdb/node-api. tfjs backends register with the one
+ * tfjs-core instance that tfjs-node would load, and the wasm backend finds its .wasm files
+ * next to its own code.
  */
-const external = ["*.node", "@tensorflow/*", "esbuild", "tsx", "tsx/*"]
+const external = ["*.node", "@duckdb/node-bindings", "@tensorflow/*", "esbuild", "tsx", "tsx/*"]
 
 /**
  * Bundled CommonJS packages call `require`, which an ES module lacks, so every output file

@@ -5,10 +5,11 @@
  * opens it for writing; read-only commands open it with `access_mode = READ_ONLY`.
  */
 import { createHash } from "node:crypto"
-import { DuckDBInstance, type DuckDBConnection, type DuckDBValue } from "@duckdb/node-api"
+import type { DuckDBConnection, DuckDBValue } from "@duckdb/node-api"
+import { appendRows, closeDatabase, execute, firstVarchar, openDatabase, type Connection, type Database as Handle, type SqlValue } from "./duckdb.ts"
 import { DatabaseFailed } from "./errors.ts"
 
-export type SqlValue = string | number | bigint | boolean | null
+export type { SqlValue }
 
 const schema = `
 CREATE TABLE IF NOT EXISTS octflow_meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -86,22 +87,24 @@ const schemaHash = createHash("sha256").update(schema).digest("hex")
 
 export class Database {
   private queue: Promise<unknown> = Promise.resolve()
+  /** @duckdb/node-api's view of the same connection, created by the first `all`. */
+  private converting: DuckDBConnection | null = null
 
   private constructor(
     readonly path: string,
-    private readonly instance: DuckDBInstance,
-    private readonly connection: DuckDBConnection
+    private readonly handle: Handle,
+    private readonly connection: Connection
   ) {}
 
   /** Open (and for writing, create and migrate) the database file at `path`. */
   static async open(path: string, options: { readonly readOnly?: boolean } = {}): Promise<Database> {
-    let instance: DuckDBInstance
+    let opened: { database: Handle; connection: Connection }
     try {
-      instance = await DuckDBInstance.create(path, options.readOnly === true ? { access_mode: "READ_ONLY" } : {})
+      opened = await openDatabase(path, options.readOnly === true)
     } catch (cause) {
       throw new DatabaseFailed({ path, sql: "(open)", cause })
     }
-    const db = new Database(path, instance, await instance.connect())
+    const db = new Database(path, opened.database, opened.connection)
     if (options.readOnly !== true) await db.migrate()
     return db
   }
@@ -112,7 +115,7 @@ export class Database {
    * checkpoint on close then writes again.
    */
   private async migrate(): Promise<void> {
-    const applied = await this.all<{ value: string }>("SELECT value FROM octflow_meta WHERE key = 'schema'")
+    const applied = await this.allAsJson<{ value: string }>("SELECT value FROM octflow_meta WHERE key = 'schema'")
       .catch(() => [])
     if (applied[0]?.value === schemaHash) return
     await this.run(schema)
@@ -122,14 +125,24 @@ export class Database {
   /** Run statements that return nothing. */
   run(sql: string, values: ReadonlyArray<SqlValue> = []): Promise<void> {
     return this.enqueue(async () => {
-      await this.connection.run(sql, values.length === 0 ? undefined : (values as Array<DuckDBValue>))
+      await execute(this.connection, sql, values)
     }, sql)
   }
 
-  /** Run a query and return its rows as plain JS objects (BIGINT as bigint, JSON as string). */
+  /**
+   * Run a query and return its rows as plain JS objects (BIGINT as bigint, JSON as string).
+   * The first call loads @duckdb/node-api, which converts values of every DuckDB type.
+   */
   all<Row = Record<string, unknown>>(sql: string, values: ReadonlyArray<SqlValue> = []): Promise<Array<Row>> {
     return this.enqueue(async () => {
-      const reader = await this.connection.runAndReadAll(sql, values.length === 0 ? undefined : (values as Array<DuckDBValue>))
+      if (this.converting === null) {
+        const api = await import("@duckdb/node-api")
+        // Node lists this CommonJS package's exports by name, while the CLI bundle exposes
+        // them on the default export only.
+        const { DuckDBConnection } = "DuckDBConnection" in api ? api : (api as unknown as { default: typeof api }).default
+        this.converting = new DuckDBConnection(this.connection)
+      }
+      const reader = await this.converting.runAndReadAll(sql, values.length === 0 ? undefined : (values as Array<DuckDBValue>))
       return reader.getRowObjectsJS() as Array<Row>
     }, sql)
   }
@@ -143,23 +156,22 @@ export class Database {
    */
   allAsJson<Row = Record<string, unknown>>(sql: string, values: ReadonlyArray<SqlValue> = []): Promise<Array<Row>> {
     return this.enqueue(async () => {
-      const wrapped = `SELECT to_json(list(q))::VARCHAR AS rows FROM (${sql}) q`
-      const reader = await this.connection.runAndReadAll(wrapped, values.length === 0 ? undefined : (values as Array<DuckDBValue>))
-      const text = reader.getRowsJS()[0]?.[0]
-      return typeof text === "string" ? (JSON.parse(text) as Array<Row>) : []
+      const result = await execute(this.connection, `SELECT to_json(list(q))::VARCHAR AS rows FROM (${sql}) q`, values)
+      const text = firstVarchar(result)
+      return text === null ? [] : (JSON.parse(text) as Array<Row>)
     }, sql)
   }
 
   /** Run `body` inside one transaction; statements it issues go through `tx`, not `this`. */
   transaction<A>(body: (tx: Transaction) => Promise<A>): Promise<A> {
     return this.enqueue(async () => {
-      await this.connection.run("BEGIN TRANSACTION")
+      await execute(this.connection, "BEGIN TRANSACTION")
       try {
         const result = await body(new Transaction(this.connection, this.path))
-        await this.connection.run("COMMIT")
+        await execute(this.connection, "COMMIT")
         return result
       } catch (error) {
-        await this.connection.run("ROLLBACK")
+        await execute(this.connection, "ROLLBACK")
         throw error
       }
     }, "(transaction)")
@@ -171,8 +183,7 @@ export class Database {
    */
   async close(): Promise<void> {
     await this.queue
-    this.connection.closeSync()
-    this.instance.closeSync()
+    closeDatabase(this.handle, this.connection)
   }
 
   private enqueue<A>(task: () => Promise<A>, sql: string): Promise<A> {
@@ -189,37 +200,21 @@ const isTagged = (value: unknown) => typeof value === "object" && value !== null
 
 /** Statements inside a transaction; run in order on the transaction's connection. */
 export class Transaction {
-  constructor(private readonly connection: DuckDBConnection, private readonly path: string) {}
+  constructor(private readonly connection: Connection, private readonly path: string) {}
 
   async run(sql: string, values: ReadonlyArray<SqlValue> = []): Promise<void> {
     try {
-      await this.connection.run(sql, values.length === 0 ? undefined : (values as Array<DuckDBValue>))
+      await execute(this.connection, sql, values)
     } catch (cause) {
       throw new DatabaseFailed({ path: this.path, sql, cause })
     }
   }
 
-  /**
-   * Append many rows with DuckDB's appender, which is far faster than VALUES statements
-   * for thousands of rows. Values go in column order. A JS number is appended as BIGINT
-   * when it is an integer and as DOUBLE otherwise, and DuckDB casts it to the column type.
-   */
+  /** Append many rows in column order with DuckDB's appender (see appendRows), far faster than VALUES statements. */
   async append(table: string, rows: ReadonlyArray<ReadonlyArray<SqlValue>>): Promise<void> {
     if (rows.length === 0) return
     try {
-      const appender = await this.connection.createAppender(table)
-      for (const row of rows) {
-        for (const value of row) {
-          if (value === null) appender.appendNull()
-          else if (typeof value === "string") appender.appendVarchar(value)
-          else if (typeof value === "bigint") appender.appendBigInt(value)
-          else if (typeof value === "boolean") appender.appendBoolean(value)
-          else if (Number.isInteger(value)) appender.appendBigInt(BigInt(value))
-          else appender.appendDouble(value)
-        }
-        appender.endRow()
-      }
-      appender.closeSync()
+      appendRows(this.connection, table, rows)
     } catch (cause) {
       throw new DatabaseFailed({ path: this.path, sql: `(append to ${table})`, cause })
     }
