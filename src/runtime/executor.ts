@@ -26,6 +26,7 @@ import {
 } from "./records.ts"
 import type { Json, LogLevel } from "./stage.ts"
 import { openForWrite, type WorkspaceSession } from "./session.ts"
+import { loadStatCache } from "./sources.ts"
 import { commitOutput, createStaging, type StoredObject } from "./store.ts"
 import { buildDag, selectStages } from "./workflow.ts"
 import type { TaskMessage } from "./worker.ts"
@@ -118,8 +119,10 @@ function inFlight<A>(promise: Promise<A>): Promise<A> {
 }
 
 async function execute(options: RunOptions, session: WorkspaceSession, report: (event: RunEvent) => void): Promise<RunSummary> {
-  // DuckDB runs statements on its own threads, so the cache query runs while this thread
-  // builds the plan. Statements on the session are queued in order.
+  // DuckDB runs statements on its own threads, so the stat cache and cache queries run
+  // while this thread builds the plan. Statements on the session run in the order queued,
+  // and the plan needs the stat cache first.
+  void loadStatCache(session.db)
   const cacheLoad = inFlight(loadCache(session, selectStages(buildDag(options.workflow), options.targets ?? [])))
   const plan = await buildPlan(options, session, true)
   const forced = forcedStages(options.force, plan.selected)

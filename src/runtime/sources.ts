@@ -51,7 +51,6 @@ export async function hashSourceFiles(
   const paths = [...new Set(items.flatMap((item) => item.files.map((f) => resolve(f))))]
   // The query runs on DuckDB's threads while this thread stats the files.
   const cacheRows = loadStatCache(db)
-  cacheRows.catch(() => undefined)
   // Synchronous stats, because a rerun stats every source file, and for metadata in the page
   // cache one blocking call is cheaper than a round trip through the libuv thread pool.
   const stats = paths.map((path): StatKey => {
@@ -108,10 +107,22 @@ export async function hashSourceFiles(
   return { name, items, refs, sizes }
 }
 
-let statCacheMemo: { db: Database; rows: Map<string, CachedStat> } | null = null
+let statCacheMemo: { db: Database; rows: Promise<Map<string, CachedStat>> } | null = null
 
-async function loadStatCache(db: Database): Promise<Map<string, CachedStat>> {
+/**
+ * Load the stat cache of `db` once per open database. A run starts the load right after
+ * opening the workspace, so the query runs while the plan is built.
+ */
+export function loadStatCache(db: Database): Promise<Map<string, CachedStat>> {
   if (statCacheMemo !== null && statCacheMemo.db === db) return statCacheMemo.rows
+  const rows = readStatCache(db)
+  // Callers await it later, so a failure must not count as unhandled in between.
+  rows.catch(() => undefined)
+  statCacheMemo = { db, rows }
+  return rows
+}
+
+async function readStatCache(db: Database): Promise<Map<string, CachedStat>> {
   const rows = await db.allAsJson<{ path: string; dev: number; ino: number; size: number; mtime_ns: string; sha256: string }>(
     "SELECT path, dev, ino, size, mtime_ns::VARCHAR AS mtime_ns, sha256 FROM stat_cache"
   )
@@ -119,6 +130,5 @@ async function loadStatCache(db: Database): Promise<Map<string, CachedStat>> {
   for (const row of rows) {
     map.set(row.path, { dev: row.dev, ino: row.ino, size: row.size, mtimeNs: BigInt(row.mtime_ns), sha256: row.sha256 })
   }
-  statCacheMemo = { db, rows: map }
   return map
 }
