@@ -6,7 +6,9 @@
  */
 import { createHash } from "node:crypto"
 import type { DuckDBConnection, DuckDBValue } from "@duckdb/node-api"
-import { appendRows, closeDatabase, execute, firstVarchar, openDatabase, type Connection, type Database as Handle, type SqlValue } from "./duckdb.ts"
+import {
+  appendRows, closeDatabase, connect, execute, firstVarchar, openDatabase, type Connection, type Database as Handle, type SqlValue
+} from "./duckdb.ts"
 import { DatabaseFailed } from "./errors.ts"
 
 export type { SqlValue }
@@ -85,10 +87,17 @@ CREATE OR REPLACE VIEW cache_entries AS
 /** SHA-256 of the schema text, stored in `octflow_meta` once the schema is applied. */
 const schemaHash = createHash("sha256").update(schema).digest("hex")
 
+/** Wrap `sql` so that DuckDB returns its rows as one JSON array in one VARCHAR value. */
+const asJsonArray = (sql: string) => `SELECT to_json(list(q))::VARCHAR AS rows FROM (${sql}) q`
+
+const parseRows = <Row>(text: string | null): Array<Row> => (text === null ? [] : (JSON.parse(text) as Array<Row>))
+
 export class Database {
   private queue: Promise<unknown> = Promise.resolve()
   /** @duckdb/node-api's view of the same connection, created by the first `all`. */
   private converting: DuckDBConnection | null = null
+  /** Second connection of `readCommittedAsJson`, opened on first use, with its own queue. */
+  private reader: { readonly connection: Promise<Connection>; queue: Promise<unknown> } | null = null
 
   private constructor(
     readonly path: string,
@@ -155,11 +164,20 @@ export class Database {
    * `sql`. A JSON column becomes its parsed value, not a string.
    */
   allAsJson<Row = Record<string, unknown>>(sql: string, values: ReadonlyArray<SqlValue> = []): Promise<Array<Row>> {
-    return this.enqueue(async () => {
-      const result = await execute(this.connection, `SELECT to_json(list(q))::VARCHAR AS rows FROM (${sql}) q`, values)
-      const text = firstVarchar(result)
-      return text === null ? [] : (JSON.parse(text) as Array<Row>)
-    }, sql)
+    return this.enqueue(async () => parseRows<Row>(firstVarchar(await execute(this.connection, asJsonArray(sql), values))), sql)
+  }
+
+  /**
+   * Run `allAsJson` on a second connection, so the query runs in parallel with the
+   * statements queued here. It reads only committed data, never the writes of an open
+   * transaction.
+   */
+  readCommittedAsJson<Row = Record<string, unknown>>(sql: string, values: ReadonlyArray<SqlValue> = []): Promise<Array<Row>> {
+    const reader = (this.reader ??= { connection: connect(this.handle), queue: Promise.resolve() })
+    const task = async () => parseRows<Row>(firstVarchar(await execute(await reader.connection, asJsonArray(sql), values)))
+    const next = reader.queue.then(task, task).catch((cause: unknown) => this.rethrow(cause, sql))
+    reader.queue = next.catch(() => undefined)
+    return next
   }
 
   /** Run `body` inside one transaction; statements it issues go through `tx`, not `this`. */
@@ -183,16 +201,25 @@ export class Database {
    */
   async close(): Promise<void> {
     await this.queue
-    closeDatabase(this.handle, this.connection)
+    const connections = [this.connection]
+    if (this.reader !== null) {
+      await this.reader.queue
+      const reader = await this.reader.connection.catch(() => null)
+      if (reader !== null) connections.push(reader)
+    }
+    closeDatabase(this.handle, connections)
   }
 
   private enqueue<A>(task: () => Promise<A>, sql: string): Promise<A> {
-    const next = this.queue.then(task, task).catch((cause: unknown) => {
-      if (cause instanceof DatabaseFailed || isTagged(cause)) throw cause
-      throw new DatabaseFailed({ path: this.path, sql, cause })
-    })
+    const next = this.queue.then(task, task).catch((cause: unknown) => this.rethrow(cause, sql))
     this.queue = next.catch(() => undefined)
     return next
+  }
+
+  /** Rethrow a failed statement's error as DatabaseFailed, unless it is tagged already. */
+  private rethrow(cause: unknown, sql: string): never {
+    if (cause instanceof DatabaseFailed || isTagged(cause)) throw cause
+    throw new DatabaseFailed({ path: this.path, sql, cause })
   }
 }
 

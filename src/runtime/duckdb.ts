@@ -30,8 +30,13 @@ export async function openDatabase(path: string, readOnly: boolean): Promise<{ d
   }
 }
 
-export function closeDatabase(database: Database, connection: Connection): void {
-  duckdb.disconnect_sync(connection)
+/** Open another connection to `database`. Statements on different connections run in parallel. */
+export function connect(database: Database): Promise<Connection> {
+  return duckdb.connect(database)
+}
+
+export function closeDatabase(database: Database, connections: ReadonlyArray<Connection>): void {
+  for (const connection of connections) duckdb.disconnect_sync(connection)
   duckdb.close_sync(database)
 }
 

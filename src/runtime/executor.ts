@@ -120,8 +120,8 @@ function inFlight<A>(promise: Promise<A>): Promise<A> {
 
 async function execute(options: RunOptions, session: WorkspaceSession, report: (event: RunEvent) => void): Promise<RunSummary> {
   // DuckDB runs statements on its own threads, so the stat cache and cache queries run
-  // while this thread builds the plan. Statements on the session run in the order queued,
-  // and the plan needs the stat cache first.
+  // while this thread builds the plan. The cache query runs on a second connection. The
+  // stat cache query, which the plan needs first, is queued ahead of the run's records.
   void loadStatCache(session.db)
   const cacheLoad = inFlight(loadCache(session, selectStages(buildDag(options.workflow), options.targets ?? [])))
   const plan = await buildPlan(options, session, true)

@@ -296,7 +296,7 @@ export function materialOf(plan: Plan, task: PlanTask, inputs: ResolvedInputs): 
 export async function loadCache(session: WorkspaceSession, stages: ReadonlyArray<string>): Promise<Map<string, CacheEntry>> {
   const cache = new Map<string, CacheEntry>()
   if (stages.length === 0) return cache
-  const rows = await session.db.allAsJson<{
+  const rows = await session.db.readCommittedAsJson<{
     id: number; stage: string; fingerprint: string; port: string; hash: string; kind: "file" | "directory"; ext: string; path: string; size: number
   }>(
     `SELECT e.id, e.stage, e.fingerprint, a.port, a.hash, a.kind, a.ext, a.path, a.size
