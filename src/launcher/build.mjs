@@ -23,12 +23,12 @@ import {
 import { join, relative, sep } from "node:path"
 import { pathToFileURL } from "node:url"
 import { fileIdentity, isRacy } from "../runtime/file-identity.mjs"
-
-/** Version of the manifest's layout; the launcher rebuilds when it differs. */
-export const manifestFormat = 1
+import { manifestFormat } from "./manifest.mjs"
 
 /** Files that shape the build without being bundled, relative to the repository root. */
-const configurationFiles = ["package.json", "tsconfig.json", "src/launcher/build.mjs", "src/runtime/file-identity.mjs"]
+const configurationFiles = [
+  "package.json", "tsconfig.json", "src/launcher/build.mjs", "src/launcher/manifest.mjs", "src/runtime/file-identity.mjs"
+]
 
 /**
  * Package specifiers left to Node at run time. DuckDB's and TensorFlow's native bindings
@@ -46,18 +46,7 @@ const external = ["*.node", "@duckdb/node-bindings", "@tensorflow/*", "esbuild",
 const requireBanner =
   'import { createRequire as octflowCreateRequire } from "node:module";\nconst require = octflowCreateRequire(import.meta.url);'
 
-/**
- * @typedef {object} Manifest
- * @property {number} format
- * @property {string} id
- * @property {string} root absolute path of the repository
- * @property {string} builtAt ISO time
- * @property {string} esbuild esbuild version
- * @property {Record<string, string>} inputs identity of each input, by path relative to `root`
- * @property {Record<string, { sha256: string, racy: boolean }>} sources each project source's
- *   SHA-256, and whether its identity was too recent to trust alone
- * @property {Record<string, number>} outputs size in bytes of each output, by path relative to the build folder
- */
+/** @typedef {import("./manifest.mjs").Manifest} Manifest */
 
 /**
  * Lists the entry points, relative to `root` with `/` separators: the CLI, the worker

@@ -10,19 +10,21 @@
  * A process marks the build it runs as in use until it exits, so a rebuild does not delete
  * code that a long run may still import.
  */
-import { createHash } from "node:crypto"
 import { closeSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from "node:fs"
 import { hostname } from "node:os"
 import { dirname, join, relative } from "node:path"
+import { createRequire } from "node:module"
 import { fileURLToPath, pathToFileURL } from "node:url"
 import { fileIdentity } from "../runtime/file-identity.mjs"
-import { buildBundle, manifestFormat, removeOldBuilds } from "./build.mjs"
+import { manifestFormat } from "./manifest.mjs"
 
-/** @typedef {import("./build.mjs").Manifest} Manifest */
+/** @typedef {import("./manifest.mjs").Manifest} Manifest */
 /** @typedef {{ dir: string, manifest: Manifest }} Build */
 
 /** Absolute path of the repository this launcher belongs to. */
 export const repositoryRoot = dirname(dirname(dirname(fileURLToPath(import.meta.url))))
+
+const require = createRequire(import.meta.url)
 
 /** @param {string} message */
 const log = (message) => process.stderr.write(`octflow: ${message}\n`)
@@ -71,16 +73,25 @@ export function staleReason(root, build) {
     if (stat === undefined) return `${path} was removed`
     if (fileIdentity(stat) !== identity) return `${path} changed`
     const source = manifest.sources[path]
-    if (source !== undefined && source.racy) {
-      const sha256 = createHash("sha256").update(readFileSync(join(root, path))).digest("hex")
-      if (sha256 !== source.sha256) return `${path} changed`
-    }
+    if (source !== undefined && source.racy && sha256Of(join(root, path)) !== source.sha256) return `${path} changed`
   }
   for (const [path, bytes] of Object.entries(manifest.outputs)) {
+    // Source maps are not loaded, so a missing one does not stop the build from running.
+    if (path.endsWith(".map")) continue
     const stat = statSync(join(build.dir, path), { throwIfNoEntry: false })
     if (stat === undefined || stat.size !== bytes) return `${relative(root, join(build.dir, path))} is missing or damaged`
   }
   return null
+}
+
+/**
+ * Returns the SHA-256 of the file at `path`. node:crypto is loaded only here, because most
+ * runs find no source that needs reading.
+ * @param {string} path
+ * @returns {string}
+ */
+function sha256Of(path) {
+  return require("node:crypto").createHash("sha256").update(readFileSync(path)).digest("hex")
 }
 
 /**
@@ -148,6 +159,7 @@ export async function ensureBundle(root) {
     if (latest !== null && staleReason(root, latest) === null) return latest
     log(`building the CLI bundle, because ${reason}`)
     const started = performance.now()
+    const { buildBundle, removeOldBuilds } = await import("./build.mjs")
     const built = await buildBundle(root, dist)
     removeOldBuilds(dist, built.manifest.id, isAlive)
     log(`built ${relative(root, built.dir)} in ${((performance.now() - started) / 1000).toFixed(1)} s`)
