@@ -82,6 +82,28 @@ describe("CLI bundle", () => {
     expect(buildFolders(root)).toEqual([currentBuild(root)])
   })
 
+  it("builds once for parallel runs", async () => {
+    const root = copyRepository()
+    expect(octflow(root, ["--version"]).status).toBe(0)
+    replaceInFile(join(root, "src/runtime/workflow.ts"), `"flowchart TD"`, `"flowchart LR"`)
+    const start = () => new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, [join(root, "bin/octflow.mjs"), ...dag], { cwd: root, stdio: ["ignore", "pipe", "pipe"] })
+      let stdout = ""
+      let stderr = ""
+      child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
+      child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+      child.on("close", (code) => resolve({ code, stdout, stderr }))
+    })
+    const runs = await Promise.all([start(), start(), start()])
+    for (const run of runs) {
+      expect(run.code).toBe(0)
+      expect(run.stdout).toContain("flowchart LR")
+    }
+    const builds = runs.map((run) => run.stderr).join("").match(/^octflow: building the CLI bundle/gm) ?? []
+    expect(builds.length).toBe(1)
+    expect(buildFolders(root)).toEqual([currentBuild(root)])
+  })
+
   it("reports a compile error with its file", () => {
     const root = copyRepository()
     replaceInFile(join(root, "src/runtime/workflow.ts"), `const lines = ["flowchart TD"]`, `const lines = ["flowchart TD"`)
