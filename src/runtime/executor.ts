@@ -131,23 +131,25 @@ async function execute(options: RunOptions, session: WorkspaceSession, report: (
   }
   const runId = newRunId()
   const jobs = options.jobs ?? availableParallelism()
+  // The run's records are written while cached tasks are settled below, and no task runs
+  // before they are.
   const runStarted = inFlight(recordRunStart(session, options, plan, runId, jobs))
+  const sourcesRecorded = inFlight(recordSourceFiles(session, plan))
   const tasks = planTasks(plan)
-  const cache = await cacheLoad
+  const runner = new TaskRunner(plan, session, options, report, runId, jobs, forced, await cacheLoad)
+  runner.reuseCachedResults(tasks)
   // The plan event is reported only once the run row is written, so a process killed after
   // printing the plan leaves an interrupted run behind.
   await runStarted
-  // Source files are recorded while the runner settles cached tasks, and the runner awaits
-  // this before any task runs.
-  const sourcesRecorded = inFlight(recordSourceFiles(session, plan))
   report({
     type: "plan",
     runId,
     stages: plan.selected.map((stage) => ({ stage, tasks: [...tasks.values()].filter((t) => t.stage === stage).length }))
   })
+  runner.reportReused()
+  await sourcesRecorded
 
-  const runner = new TaskRunner(plan, session, options, report, runId, jobs, forced, cache)
-  const outcomes = await runner.runAll(tasks, sourcesRecorded)
+  const outcomes = await runner.runAll(tasks)
   await runner.close()
 
   const summary = summarize(runId, plan, tasks, outcomes, runner.timing)
@@ -172,6 +174,8 @@ class TaskRunner {
   private running = 0
   private readonly waiters: Array<() => void> = []
   private requestId = 0
+  /** Tasks settled by `reuseCachedResults` and not reported yet. */
+  private readonly reused: Array<PlanTask> = []
 
   constructor(
     private readonly plan: Plan,
@@ -184,10 +188,8 @@ class TaskRunner {
     private readonly cache: ReadonlyMap<string, CacheEntry>
   ) {}
 
-  /** Settle every task. `recorded` is a write of the run's records, awaited before any task runs. */
-  async runAll(tasks: ReadonlyMap<string, PlanTask>, recorded: Promise<void>): Promise<Map<string, TaskOutcome>> {
-    this.reuseCachedResults(tasks)
-    await recorded
+  /** Settle every task: those that `reuseCachedResults` did not settle run or block here. */
+  async runAll(tasks: ReadonlyMap<string, PlanTask>): Promise<Map<string, TaskOutcome>> {
     await Promise.all([...tasks.values()].map((task) => this.outcomeOf(task)))
     return new Map(this.settled)
   }
@@ -195,9 +197,10 @@ class TaskRunner {
   /**
    * Settle, in plan order and without awaiting, every task whose upstream tasks are settled
    * and whose result is cached. A rerun reuses most results, so this pass settles them with
-   * no promise per task while the run's records are written. `runTask` handles the rest.
+   * no promise per task, while the run's records are written. It reports nothing, because
+   * the plan event comes first; `reportReused` reports them.
    */
-  private reuseCachedResults(tasks: ReadonlyMap<string, PlanTask>): void {
+  reuseCachedResults(tasks: ReadonlyMap<string, PlanTask>): void {
     for (const task of tasks.values()) {
       if (!task.deps.every((dep) => this.settled.has(dep.key))) continue
       let inputs: ResolvedInputs
@@ -210,8 +213,15 @@ class TaskRunner {
       if (outcome !== null) {
         this.settled.set(task.key, outcome)
         this.outcomes.set(task.key, Promise.resolve(outcome))
+        this.reused.push(task)
       }
     }
+  }
+
+  /** Report the tasks that `reuseCachedResults` settled, in the order it settled them. */
+  reportReused(): void {
+    for (const task of this.reused) this.report({ type: "task-end", stage: task.stage, item: task.item, action: "cached", ms: 0 })
+    this.reused.length = 0
   }
 
   /** Return the cached outcome of `task` when its stage is not forced and its objects are intact, else null. */
@@ -219,7 +229,6 @@ class TaskRunner {
     if (this.forced.has(task.stage)) return null
     const entry = this.cache.get(`${task.stage}\u0000${fingerprint}`)
     if (entry === undefined || !isEntryIntact(this.session.ws, task.node.stage, entry)) return null
-    this.report({ type: "task-end", stage: task.stage, item: task.item, action: "cached", ms: 0 })
     return { action: "cached", executionId: entry.executionId, fingerprint, outputs: entry.outputs }
   }
 
@@ -261,7 +270,10 @@ class TaskRunner {
     const material = materialOf(this.plan, task, inputs)
     const fingerprint = fingerprintOf(material)
     const cached = this.reuse(task, fingerprint)
-    if (cached !== null) return cached
+    if (cached !== null) {
+      this.report({ type: "task-end", stage: task.stage, item: task.item, action: "cached", ms: 0 })
+      return cached
+    }
 
     await this.acquireSlot()
     try {
