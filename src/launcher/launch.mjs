@@ -52,7 +52,13 @@ export function readCurrentBuild(dist) {
   try {
     const { id } = JSON.parse(readFileSync(join(dist, "current.json"), "utf8"))
     const dir = join(dist, String(id))
-    return { dir, manifest: JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8")) }
+    /** @type {Manifest} */
+    const manifest = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8"))
+    // A damaged manifest counts as no build, so the launcher builds a new one.
+    for (const part of [manifest.inputs, manifest.sources, manifest.outputs]) {
+      if (typeof part !== "object" || part === null) return null
+    }
+    return { dir, manifest }
   } catch {
     return null
   }
@@ -138,7 +144,11 @@ async function withBuildLock(dist, body) {
   try {
     return await body()
   } finally {
-    unlinkSync(path)
+    try {
+      unlinkSync(path)
+    } catch {
+      // Another process took the lock over as stale, which only makes it build again.
+    }
   }
 }
 
@@ -175,8 +185,13 @@ export async function ensureBundle(root) {
 function markInUse(dir) {
   const users = join(dir, "in-use")
   const mark = join(users, String(process.pid))
-  mkdirSync(users, { recursive: true })
-  closeSync(openSync(mark, "w"))
+  try {
+    mkdirSync(users, { recursive: true })
+    closeSync(openSync(mark, "w"))
+  } catch {
+    // A build folder that cannot be written cannot be rebuilt or removed either.
+    return
+  }
   process.on("exit", () => {
     try {
       unlinkSync(mark)
@@ -207,8 +222,8 @@ export async function launch(root = repositoryRoot) {
       await import(pathToFileURL(join(root, "src/cli/main.ts")).href)
       return
     }
-    process.stderr.write(`error: building the CLI bundle failed. ${/** @type {Error} */ (error).message}\n` +
-      "Fix the source file named above and run the command again.\n")
+    process.stderr.write(`error: building the CLI bundle in ${join(root, "dist")} failed. ${/** @type {Error} */ (error).message}\n` +
+      "Fix the error above and run the command again; `npx tsx src/cli/main.ts` runs the CLI from source, without the bundle.\n")
     process.exitCode = 2
     return
   }

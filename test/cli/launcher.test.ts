@@ -104,12 +104,30 @@ describe("CLI bundle", () => {
     expect(buildFolders(root)).toEqual([currentBuild(root)])
   })
 
+  it("rebuilds a damaged build", () => {
+    const root = copyRepository()
+    expect(octflow(root, ["--version"]).status).toBe(0)
+    const chunks = join(root, "dist", currentBuild(root), "chunks")
+    const chunk = readdirSync(chunks).find((name) => name.endsWith(".js"))!
+    writeFileSync(join(chunks, chunk), "")
+    const truncated = octflow(root, dag)
+    expect(truncated.status).toBe(0)
+    expect(truncated.stderr).toContain(`${chunk} is missing or damaged`)
+    expect(truncated.stdout).toContain("flowchart TD")
+
+    writeFileSync(join(root, "dist", currentBuild(root), "manifest.json"), "{")
+    const unreadable = octflow(root, dag)
+    expect(unreadable.status).toBe(0)
+    expect(unreadable.stderr).toContain("because there is no CLI bundle yet")
+    expect(unreadable.stdout).toContain("flowchart TD")
+  })
+
   it("reports a compile error with its file", () => {
     const root = copyRepository()
     replaceInFile(join(root, "src/runtime/workflow.ts"), `const lines = ["flowchart TD"]`, `const lines = ["flowchart TD"`)
     const result = octflow(root, dag)
     expect(result.status).toBe(2)
-    expect(result.stderr).toContain("error: building the CLI bundle failed")
+    expect(result.stderr).toContain("error: building the CLI bundle in")
     expect(result.stderr).toContain("src/runtime/workflow.ts")
     expect(buildFolders(root)).toEqual([])
   })
