@@ -4,7 +4,7 @@
  * sources work on a copy of the repository, with node_modules linked.
  */
 import { spawn, spawnSync } from "node:child_process"
-import { cpSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs"
+import { cpSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { describe, expect, it } from "vitest"
 import { writeSyntheticData } from "../../workflows/synthetic.ts"
@@ -184,6 +184,32 @@ describe("synthetic run through the bundle", () => {
     expect(edited.stdout).toMatch(/^scale\s+4\s+0\s/m)
     // item-0001.txt contains 1, 2 and 2, and the edited stage doubles them and adds 1.
     expect(readFileSync(join(folder, "ws/latest/scale/scaled/item-0001.txt"), "utf8")).toBe("3\n5\n5\n")
+  })
+
+  it("runs a stage module outside the bundle's entries", async () => {
+    // Entry points are the modules under workflows/ and stages/. A stage defined elsewhere
+    // is bundled into its workflow, and its worker loads it from source through tsx.
+    const root = copyRepository()
+    const scale = readFileSync(join(root, "workflows/synthetic/scale.ts"), "utf8")
+    mkdirSync(join(root, "src/extra"))
+    writeFileSync(join(root, "src/extra/double.ts"), scale
+      .replace(`"../../src/runtime/stage.ts"`, `"../runtime/stage.ts"`)
+      .replace(`"./numbers.ts"`, `"../../workflows/synthetic/numbers.ts"`)
+      .replace(`name: "scale"`, `name: "double"`))
+    writeFileSync(join(root, "workflows/extra.ts"), [
+      `import * as Workflow from "../src/runtime/workflow.ts"`,
+      `import { scale as double } from "../src/extra/double.ts"`,
+      `import { numbersSource } from "./synthetic.ts"`,
+      `export const workflow = Workflow.make({ name: "extra", sources: { numbers: numbersSource }, stages: [double], seed: 1 })`
+    ].join("\n"))
+    replaceInFile(join(root, "src/cli/registry.ts"), `synthetic: "synthetic.ts"`, `synthetic: "synthetic.ts",\n  extra: "extra.ts"`)
+    const folder = tempDir("bundle-extra")
+    await writeSyntheticData(join(folder, "data"), 2)
+
+    const result = octflow(root, ["full", "--workflow", "extra", "--workspace", "ws", "--data", "data"], folder)
+    expect(result.status).toBe(0)
+    expect(result.stdout).toMatch(/^double\s+2\s+0\s/m)
+    expect(readFileSync(join(folder, "ws/latest/double/scaled/item-0001.txt"), "utf8")).toBe("2\n4\n4\n")
   })
 
   it("rejects stage code edited after its build", async () => {
