@@ -3,6 +3,7 @@ import { defineConfig } from "vitest/config"
 export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
+    globalSetup: ["./test/support/bundle-setup.ts"],
     pool: "forks",
     testTimeout: 120_000,
     hookTimeout: 120_000,

@@ -3,11 +3,17 @@
  * over 1,000 items, next to Snakemake on the same DAG. octflow builds everything once. The
  * Snakemake outputs are written directly with consistent mtimes, because Snakemake 7.21
  * starts one Python process per `run:` job. A trial build finished 137 of 2,001 jobs in
- * 3 minutes here. A dry run confirms that Snakemake has nothing to do. Each no-op is then timed as a whole
- * process, and octflow's also in-process (runWorkflow only, without module start-up).
+ * 3 minutes here. A dry run confirms that Snakemake has nothing to do.
+ *
+ * Each no-op is timed as a whole process, as a user runs it: `node bin/octflow.mjs` (the
+ * `octflow` bin, which `npm run workflow` also runs), `npm run workflow` with npm's own
+ * start-up, and `snakemake`, with wall and user+system CPU times. octflow's no-op is also
+ * timed inside this process (runWorkflow only, after the build, without module start-up).
+ * Timing starts once the 1-minute load average is at most 0.5, or after 10 minutes of
+ * waiting. The record states which, and the load at the start of each series.
  * Target: octflow's CLI no-op at least 10x faster than Snakemake's, and the in-process
  * no-op under 0.25 s. Writes bench/results/runtime-noop.json.
- * Usage: npx tsx bench/runtime-noop.bench.ts [ITEMS]
+ * Usage: npx tsx bench/runtime-noop.bench.ts [ITEMS]; IDLE_WAIT_SECONDS=0 skips the wait.
  */
 import { spawnSync } from "node:child_process"
 import { mkdirSync, utimesSync, writeFileSync } from "node:fs"
@@ -17,12 +23,17 @@ import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { runWorkflow } from "../src/runtime/executor.ts"
 import { workflow, writeSyntheticData } from "../workflows/synthetic.ts"
-import { describeMachine, finishMachineRecord } from "./support/machine.ts"
+import { describeMachine, finishMachineRecord, waitForIdle } from "./support/machine.ts"
+import { timeProcess, timeSeries } from "./support/process-time.ts"
 
 const benchDir = dirname(fileURLToPath(import.meta.url))
 const repoRoot = dirname(benchDir)
 const items = Number(process.argv[2] ?? "1000")
-const repeats = 5
+const inProcessRepeats = 5
+const processRepeats = 11
+const snakemakeRepeats = 5
+const idleLoad = 0.5
+const idleWaitSeconds = Number(process.env.IDLE_WAIT_SECONDS ?? "600")
 
 const snakefile = `
 ITEMS = sorted(glob_wildcards("data/{item}.txt").item)
@@ -73,15 +84,8 @@ async function writeSnakemakeOutputs(root: string, count: number): Promise<void>
   writeFileSync(join(root, "out/report/summary.json"), "0")
 }
 
+const round = (value: number) => Math.round(value * 1000) / 1000
 const median = (values: ReadonlyArray<number>) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!
-
-function timeProcess(command: string, args: ReadonlyArray<string>, cwd: string): number {
-  const started = performance.now()
-  const result = spawnSync(command, args, { cwd, stdio: ["ignore", "pipe", "pipe"] })
-  const seconds = (performance.now() - started) / 1000
-  if (result.status !== 0) throw new Error(`${command} ${args.join(" ")} failed: ${result.stderr.toString().slice(-2000)}`)
-  return seconds
-}
 
 const machine = describeMachine()
 const dir = await mkdtemp(join(tmpdir(), "octflow-bench-noop-"))
@@ -95,18 +99,6 @@ const build = await runWorkflow({ workflow, workspace, dataDir: data })
 if (build.status !== "ok") throw new Error(build.error?.message)
 const octflowBuildSeconds = (performance.now() - buildStarted) / 1000
 
-const inProcess: Array<number> = []
-for (let i = 0; i < repeats; i++) {
-  const started = performance.now()
-  const summary = await runWorkflow({ workflow, workspace, dataDir: data })
-  inProcess.push((performance.now() - started) / 1000)
-  if (summary.stages.some((s) => s.ran > 0)) throw new Error("a no-op rerun ran a task")
-}
-
-const cliArgs = ["--import", "tsx", join(repoRoot, "src/cli/main.ts"), "full", "--workflow", "synthetic", "--workspace", workspace, "--data", data]
-const octflowCli = Array.from({ length: 3 }, () => timeProcess(process.execPath, cliArgs, repoRoot))
-const nodeStartup = Array.from({ length: 3 }, () => timeProcess(process.execPath, ["--import", "tsx", "-e", "0"], repoRoot))
-
 const snakeDir = join(dir, "snakemake")
 mkdirSync(snakeDir)
 writeFileSync(join(snakeDir, "Snakefile"), snakefile)
@@ -115,39 +107,55 @@ process.stderr.write("runtime-noop: writing snakemake outputs\n")
 await writeSnakemakeOutputs(snakeDir, items)
 const dryRun = spawnSync("snakemake", ["--cores", "2", "--dry-run", "all"], { cwd: snakeDir }).stdout.toString()
 if (!dryRun.includes("Nothing to be done")) throw new Error(`snakemake would still run jobs:\n${dryRun.slice(-2000)}`)
-const snakemake = Array.from({ length: 3 }, () => timeProcess("snakemake", ["--cores", "2", "--quiet", "all"], snakeDir))
 
-const octflowCliSeconds = median(octflowCli)
-const snakemakeSeconds = median(snakemake)
+process.stderr.write(`runtime-noop: waiting up to ${idleWaitSeconds} s for a 1-minute load average of ${idleLoad}\n`)
+const idle = await waitForIdle(idleLoad, idleWaitSeconds)
+
+const inProcess: Array<number> = []
+for (let i = 0; i < inProcessRepeats; i++) {
+  const started = performance.now()
+  const summary = await runWorkflow({ workflow, workspace, dataDir: data })
+  inProcess.push(round((performance.now() - started) / 1000))
+  if (summary.stages.some((s) => s.ran > 0)) throw new Error("a no-op rerun ran a task")
+}
+
+const fullArgs = ["full", "--workflow", "synthetic", "--workspace", workspace, "--data", data]
+const bin = join(repoRoot, "bin/octflow.mjs")
+// One untimed run builds the CLI bundle if a source changed and fills the page cache.
+timeProcess(process.execPath, [bin, ...fullArgs], { cwd: repoRoot })
+const octflowCli = timeSeries(process.execPath, [bin, ...fullArgs], { cwd: repoRoot, repeats: processRepeats })
+const npmRun = timeSeries("npm", ["run", "--silent", "workflow", "--", ...fullArgs], { cwd: repoRoot, repeats: processRepeats })
+const nodeStartup = timeSeries(process.execPath, ["-e", "0"], { cwd: repoRoot, repeats: processRepeats })
+const snakemake = timeSeries("snakemake", ["--cores", "2", "--quiet", "all"], { cwd: snakeDir, repeats: snakemakeRepeats })
+
 const inProcessSeconds = median(inProcess)
-const speedup = snakemakeSeconds / octflowCliSeconds
+const speedup = snakemake.wallSecondsMedian / octflowCli.wallSecondsMedian
 const result = {
   benchmark: "runtime-noop",
   date: new Date().toISOString(),
   machine: finishMachineRecord(machine),
-  method: `synthetic workflow, ${items} items (${2 * items + 1} tasks); median of ${repeats} in-process and 3 process runs`,
+  method: `synthetic workflow, ${items} items (${2 * items + 1} tasks); medians of ${inProcessRepeats} in-process runs, ` +
+    `${processRepeats} processes per octflow series and ${snakemakeRepeats} Snakemake processes`,
+  idleWait: { maxLoadAverage: idleLoad, reached: idle },
   items,
   octflow: {
     buildSeconds: round(octflowBuildSeconds),
-    noopInProcessSeconds: round(inProcessSeconds),
-    noopInProcessAllSeconds: inProcess.map(round),
-    noopCliSeconds: round(octflowCliSeconds),
-    noopCliAllSeconds: octflowCli.map(round),
-    nodeWithTsxStartupSeconds: round(median(nodeStartup))
+    noopInProcessSeconds: inProcessSeconds,
+    noopInProcessAllSeconds: inProcess,
+    cli: { command: "node bin/octflow.mjs full ...", ...octflowCli },
+    npmRunWorkflow: { command: "npm run --silent workflow -- full ...", ...npmRun },
+    nodeStartup: { command: "node -e 0", ...nodeStartup }
   },
   snakemake: {
     version: spawnSync("snakemake", ["--version"]).stdout.toString().trim(),
     build: "outputs written directly with consistent mtimes; a dry run confirmed nothing to be done",
-    noopSeconds: round(snakemakeSeconds),
-    noopAllSeconds: snakemake.map(round)
+    command: "snakemake --cores 2 --quiet all",
+    ...snakemake
   },
   speedupCliVsSnakemake: round(speedup),
+  speedupNpmRunVsSnakemake: round(snakemake.wallSecondsMedian / npmRun.wallSecondsMedian),
   target: "CLI no-op at least 10x faster than Snakemake's; in-process no-op under 0.25 s",
   met: { speedup10x: speedup >= 10, inProcessUnder250ms: inProcessSeconds < 0.25 }
-}
-
-function round(value: number): number {
-  return Math.round(value * 1000) / 1000
 }
 
 mkdirSync(join(benchDir, "results"), { recursive: true })

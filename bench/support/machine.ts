@@ -42,3 +42,17 @@ export const finishMachineRecord = (machine: MachineRecord): MachineRecord => {
   machine.underLoad = peak > machine.availableParallelism / 2
   return machine
 }
+
+/**
+ * Wait until the 1-minute load average is at most `maxLoad`, checking every 5 s, for at most
+ * `timeoutSeconds`. Returns whether the load got there. On a shared machine other jobs
+ * inflate wall times, and the 1-minute average takes a few minutes to fall after they end.
+ */
+export async function waitForIdle(maxLoad: number, timeoutSeconds: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutSeconds * 1000
+  for (;;) {
+    if ((os.loadavg()[0] ?? 0) <= maxLoad) return true
+    if (Date.now() >= deadline) return false
+    await new Promise((resolve) => setTimeout(resolve, 5000))
+  }
+}

@@ -17,13 +17,15 @@ import * as Flag from "effect/cli/Flag"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import { describeCause, InvalidFlag, UnknownName } from "../runtime/errors.ts"
-import { explainWorkflow } from "../runtime/explain.ts"
-import { runWorkflow, type RunOptions } from "../runtime/executor.ts"
-import { collectGarbage, lineage, listArtifacts, listRuns, pinRun, query, workspaceStatus } from "../runtime/inspect.ts"
+import type { RunOptions } from "../runtime/executor.ts"
 import { buildDag, toDot, toMermaid } from "../runtime/workflow.ts"
-import { predictScan, type PredictOutputs } from "./predict.ts"
-import { formatSummary, ProgressReporter } from "./progress.ts"
+import type { PredictOutputs } from "./predict.ts"
 import { defaultWorkflow, loadWorkflow, workflowNames } from "./registry.ts"
+
+// Each command imports what it runs when it runs. So `--help` loads neither the executor
+// nor DuckDB, and `status` loads no stage, image codec or volume reader.
+const loadInspect = () => import("../runtime/inspect.ts")
+const loadProgress = () => import("./progress.ts")
 
 // A closed pipe (`workflow artifacts | head`) ends the output, not the program with a stack trace.
 process.stdout.on("error", (error: NodeJS.ErrnoException) => {
@@ -139,6 +141,7 @@ async function explainCommand(options: RunOptions, onlyStages: ReadonlyArray<str
   const known = options.workflow.stages.map((s) => s.name)
   const unknown = onlyStages.find((name) => !known.includes(name))
   if (unknown !== undefined) throw new UnknownName({ kind: "stage", name: unknown, known })
+  const { explainWorkflow } = await import("../runtime/explain.ts")
   const entries = (await explainWorkflow(options)).filter((e) => onlyStages.length === 0 || onlyStages.includes(e.stage))
   if (asJson) return out(JSON.stringify(entries, null, 2))
   for (const entry of entries) {
@@ -152,6 +155,7 @@ async function explainCommand(options: RunOptions, onlyStages: ReadonlyArray<str
 async function runCommand(flags: RunFlagValues, targets: ReadonlyArray<string>) {
   const options = await toRunOptions(flags, targets)
   if (flags.dryRun) return explainCommand(options, [], false)
+  const [{ runWorkflow }, { formatSummary, ProgressReporter }] = await Promise.all([import("../runtime/executor.ts"), loadProgress()])
   const progress = new ProgressReporter()
   const started = Date.now()
   const summary = await runWorkflow({ ...options, reporter: progress.report })
@@ -239,6 +243,7 @@ const predict = Command.make("predict", {
   // Stages read the backend choice from the environment, in this process and in workers.
   const backend = Option.getOrUndefined(flags.backend)
   if (backend !== undefined) process.env.OCTFLOW_BACKEND = backend
+  const [{ predictScan }, { formatSummary, ProgressReporter }] = await Promise.all([import("./predict.ts"), loadProgress()])
   const progress = new ProgressReporter()
   const started = Date.now()
   const result = await predictScan({
@@ -258,6 +263,7 @@ const predict = Command.make("predict", {
 })).pipe(Command.withDescription("Segment a new scan with a trained model and record its lineage"))
 
 const status = Command.make("status", { workspace, json }, (flags) => action(async () => {
+  const { workspaceStatus } = await loadInspect()
   const result = await workspaceStatus(flags.workspace)
   if (flags.json) return out(JSON.stringify(result, null, 2))
   if (result.run === null) return out("no runs yet")
@@ -268,6 +274,7 @@ const status = Command.make("status", { workspace, json }, (flags) => action(asy
 })).pipe(Command.withDescription("Show the newest run and how each stage ended"))
 
 const runs = Command.make("runs", { workspace, json }, (flags) => action(async () => {
+  const { listRuns } = await loadInspect()
   const rows = await listRuns(flags.workspace)
   if (flags.json) return out(JSON.stringify(rows, null, 2))
   for (const r of rows) {
@@ -290,6 +297,7 @@ const lineageCommand = Command.make("lineage", {
   upstream: Flag.Boolean("upstream").pipe(Flag.withDescription("Show what produced it (default)"), Flag.withDefault(false)),
   downstream: Flag.Boolean("downstream").pipe(Flag.withDescription("Show what depends on it"), Flag.withDefault(false))
 }, (flags) => action(async () => {
+  const { lineage } = await loadInspect()
   const result = await lineage(flags.workspace, flags.artifact, flags.downstream ? "downstream" : "upstream")
   if (flags.json) return out(JSON.stringify(result, null, 2))
   for (const r of result.rows) {
@@ -304,6 +312,7 @@ const queryCommand = Command.make("query", {
   json,
   sql: Argument.String("sql").pipe(Argument.withDescription("One read-only SQL statement"))
 }, (flags) => action(async () => {
+  const { query } = await loadInspect()
   const result = await query(flags.workspace, flags.sql)
   const replacer = (_: string, v: unknown) => (typeof v === "bigint" ? Number(v) : v)
   if (flags.json) return out(JSON.stringify(result.rows, replacer, 2))
@@ -317,6 +326,7 @@ const artifacts = Command.make("artifacts", {
   stage: Flag.String("stage").pipe(Flag.withDescription("Only this stage's outputs"), Flag.optional),
   run: Flag.String("run").pipe(Flag.withDescription("Run id (default: the newest)"), Flag.optional)
 }, (flags) => action(async () => {
+  const { listArtifacts } = await loadInspect()
   const rows = await listArtifacts(flags.workspace, { stage: Option.getOrUndefined(flags.stage), run: Option.getOrUndefined(flags.run) })
   if (flags.json) return out(JSON.stringify(rows, null, 2))
   for (const r of rows) out(`${r.stage}.${r.port}\t${r.item ?? "-"}\t${r.hash}\t${r.path}`)
@@ -328,6 +338,7 @@ const gc = Command.make("gc", {
   dryRun: Flag.Boolean("dry-run").pipe(Flag.withDescription("List what would be removed"), Flag.withDefault(false)),
   keep: Flag.Int("keep").pipe(Flag.withDescription("Number of newest runs whose objects are kept"), Flag.withDefault(5))
 }, (flags) => action(async () => {
+  const { collectGarbage } = await loadInspect()
   const result = await collectGarbage(flags.workspace, { dryRun: flags.dryRun, keepRuns: flags.keep, noWait: flags.noWait })
   const verb = flags.dryRun ? "would remove" : "removed"
   out(`${verb} ${result.removedObjects.length} objects, ${result.removedRunDirs.length} run folders and ` +
@@ -340,6 +351,7 @@ const pin = Command.make("pin", {
   noWait,
   run: Argument.String("run").pipe(Argument.withDescription("Run id to keep through gc"))
 }, (flags) => action(async () => {
+  const { pinRun } = await loadInspect()
   await pinRun(flags.workspace, flags.run, { noWait: flags.noWait })
   out(`pinned run ${flags.run}`)
 })).pipe(Command.withDescription("Keep a run's objects through gc"))

@@ -1,9 +1,11 @@
 /**
  * Workflow registry: workflow name -> module file under workflows/. Modules load lazily,
- * so only the chosen workflow's stages are imported. Add a workflow with one line here.
+ * so only the chosen workflow's stages are imported; in the CLI bundle each workflow is an
+ * entry point of its own. Add a workflow with one line here.
  */
 import { existsSync } from "node:fs"
 import { fileURLToPath } from "node:url"
+import { runnableUrl } from "../runtime/bundle.ts"
 import { UnknownName } from "../runtime/errors.ts"
 import type { Workflow } from "../runtime/workflow.ts"
 
@@ -25,7 +27,7 @@ export async function loadWorkflow(name: string): Promise<Workflow> {
     const known = workflowNames.filter((n) => existsSync(fileURLToPath(new URL(`../../workflows/${workflowFiles[n]}`, import.meta.url))))
     throw new UnknownName({ kind: "workflow", name, known })
   }
-  const module = (await import(url.href)) as { workflow?: Workflow }
+  const module = (await import(runnableUrl(url.href))) as { workflow?: Workflow }
   if (module.workflow?._tag !== "Workflow") {
     throw new TypeError(`${fileURLToPath(url)} must export a workflow made with Workflow.make as \`workflow\``)
   }

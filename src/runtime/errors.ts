@@ -281,6 +281,17 @@ export class StageRunFailed extends Data.TaggedError("StageRunFailed")<{
   }
 }
 
+/** A source file changed after the CLI bundle that is running was built from it. */
+export class BundleOutdated extends Data.TaggedError("BundleOutdated")<{
+  readonly path: string
+  readonly build: string
+}> {
+  override get message() {
+    return `${this.path} changed after the CLI bundle in ${this.build} was built from it, so the code this process ` +
+      "runs is not the code it would fingerprint. Run the command again: it rebuilds the bundle first."
+  }
+}
+
 /** Render an unknown cause (Error, errno error, string) as one line. */
 export function describeCause(cause: unknown): string {
   if (cause instanceof Error) return cause.message

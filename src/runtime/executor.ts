@@ -26,7 +26,9 @@ import {
 } from "./records.ts"
 import type { Json, LogLevel } from "./stage.ts"
 import { openForWrite, type WorkspaceSession } from "./session.ts"
+import { loadStatCache } from "./sources.ts"
 import { commitOutput, createStaging, type StoredObject } from "./store.ts"
+import { buildDag, selectStages } from "./workflow.ts"
 import type { TaskMessage } from "./worker.ts"
 
 export { latestRunDir } from "./links.ts"
@@ -107,34 +109,58 @@ export async function runWorkflow(options: RunOptions): Promise<RunSummary> {
   }
 }
 
+/**
+ * Return `promise` with a rejection handler attached, so it can be started now and awaited
+ * later without Node reporting an unhandled rejection in between.
+ */
+function inFlight<A>(promise: Promise<A>): Promise<A> {
+  promise.catch(() => undefined)
+  return promise
+}
+
 async function execute(options: RunOptions, session: WorkspaceSession, report: (event: RunEvent) => void): Promise<RunSummary> {
+  // DuckDB runs statements on its own threads, so the stat cache and cache queries run
+  // while this thread builds the plan. The cache query runs on a second connection. The
+  // stat cache query, which the plan needs first, is queued ahead of the run's records.
+  void loadStatCache(session.db)
+  const cacheLoad = inFlight(loadCache(session, selectStages(buildDag(options.workflow), options.targets ?? [])))
   const plan = await buildPlan(options, session, true)
   const forced = forcedStages(options.force, plan.selected)
   for (const name of forced) {
     if (!plan.dag.nodes.has(name)) throw new UnknownName({ kind: "stage", name, known: plan.dag.order })
   }
-  const tasks = planTasks(plan)
-  const cache = await loadCache(session, plan.selected)
   const runId = newRunId()
   const jobs = options.jobs ?? availableParallelism()
-  await recordRunStart(session, options, plan, runId, jobs)
-  await recordSourceFiles(session, plan)
+  // The run's records are written while cached tasks are settled below, and no task runs
+  // before they are.
+  const runStarted = inFlight(recordRunStart(session, options, plan, runId, jobs))
+  const sourcesRecorded = inFlight(recordSourceFiles(session, plan))
+  const tasks = planTasks(plan)
+  const runner = new TaskRunner(plan, session, options, report, runId, jobs, forced, await cacheLoad)
+  runner.reuseCachedResults(tasks)
+  // The plan event is reported only once the run row is written, so a process killed after
+  // printing the plan leaves an interrupted run behind.
+  await runStarted
   report({
     type: "plan",
     runId,
     stages: plan.selected.map((stage) => ({ stage, tasks: [...tasks.values()].filter((t) => t.stage === stage).length }))
   })
+  runner.reportReused()
+  await sourcesRecorded
 
-  const runner = new TaskRunner(plan, session, options, report, runId, jobs, forced, cache)
   const outcomes = await runner.runAll(tasks)
   await runner.close()
 
   const summary = summarize(runId, plan, tasks, outcomes, runner.timing)
-  await recordRunEnd(session, runId, tasks, outcomes, summary)
-  await linkRun(session.ws, runId, plan, tasks, (task) => {
+  const outputsOf = (task: PlanTask) => {
     const outcome = outcomes.get(task.key)!
     return outcome.action === "ran" || outcome.action === "cached" ? outcome.outputs : null
-  }, { updateLatest: options.updateLatest ?? true })
+  }
+  await Promise.all([
+    recordRunEnd(session, runId, tasks, outcomes, summary),
+    linkRun(session.ws, runId, plan, tasks, outputsOf, { updateLatest: options.updateLatest ?? true })
+  ])
   return summary
 }
 
@@ -148,6 +174,8 @@ class TaskRunner {
   private running = 0
   private readonly waiters: Array<() => void> = []
   private requestId = 0
+  /** Tasks settled by `reuseCachedResults` and not reported yet. */
+  private readonly reused: Array<PlanTask> = []
 
   constructor(
     private readonly plan: Plan,
@@ -160,9 +188,56 @@ class TaskRunner {
     private readonly cache: ReadonlyMap<string, CacheEntry>
   ) {}
 
+  /** Settle every task: those that `reuseCachedResults` did not settle run or block here. */
   async runAll(tasks: ReadonlyMap<string, PlanTask>): Promise<Map<string, TaskOutcome>> {
     await Promise.all([...tasks.values()].map((task) => this.outcomeOf(task)))
     return new Map(this.settled)
+  }
+
+  /**
+   * Settle, in plan order and without awaiting, every task whose upstream tasks are settled
+   * and whose result is cached. A rerun reuses most results, so this pass settles them with
+   * no promise per task, while the run's records are written. It reports nothing, because
+   * the plan event comes first; `reportReused` reports them.
+   */
+  reuseCachedResults(tasks: ReadonlyMap<string, PlanTask>): void {
+    for (const task of tasks.values()) {
+      if (!task.deps.every((dep) => this.settled.has(dep.key))) continue
+      let inputs: ResolvedInputs
+      try {
+        inputs = resolveInputs(this.plan, this.session.ws, task, (stage, item) => this.outputsOf(stage, item))
+      } catch {
+        continue
+      }
+      const outcome = this.reuse(task, fingerprintOf(materialOf(this.plan, task, inputs)))
+      if (outcome !== null) {
+        this.settled.set(task.key, outcome)
+        this.outcomes.set(task.key, Promise.resolve(outcome))
+        this.reused.push(task)
+      }
+    }
+  }
+
+  /** Report the tasks that `reuseCachedResults` settled, in the order it settled them. */
+  reportReused(): void {
+    for (const task of this.reused) this.report({ type: "task-end", stage: task.stage, item: task.item, action: "cached", ms: 0 })
+    this.reused.length = 0
+  }
+
+  /** Return the cached outcome of `task` when its stage is not forced and its objects are intact, else null. */
+  private reuse(task: PlanTask, fingerprint: string): TaskOutcome | null {
+    if (this.forced.has(task.stage)) return null
+    const entry = this.cache.get(`${task.stage}\u0000${fingerprint}`)
+    if (entry === undefined || !isEntryIntact(this.session.ws, task.node.stage, entry)) return null
+    return { action: "cached", executionId: entry.executionId, fingerprint, outputs: entry.outputs }
+  }
+
+  private outputsOf(stage: string, item: string | null): Readonly<Record<string, StoredObject>> {
+    const outcome = this.settled.get(taskKey(stage, item))
+    if (outcome === undefined || (outcome.action !== "ran" && outcome.action !== "cached")) {
+      throw new Error(`internal: outputs of ${stage}/${item} requested before it finished`)
+    }
+    return outcome.outputs
   }
 
   async close(): Promise<void> {
@@ -186,28 +261,18 @@ class TaskRunner {
     const badIndex = upstream.findIndex((o) => o.action === "failed" || o.action === "blocked")
     if (badIndex >= 0) return this.block(task, `upstream ${task.deps[badIndex]!.stage} did not finish`)
 
-    const outputsOf = (stage: string, item: string | null) => {
-      const outcome = this.settled.get(taskKey(stage, item))
-      if (outcome === undefined || (outcome.action !== "ran" && outcome.action !== "cached")) {
-        throw new Error(`internal: outputs of ${stage}/${item} requested before it finished`)
-      }
-      return outcome.outputs
-    }
     let inputs: ResolvedInputs
     try {
-      inputs = resolveInputs(this.plan, this.session.ws, task, outputsOf)
+      inputs = resolveInputs(this.plan, this.session.ws, task, (stage, item) => this.outputsOf(stage, item))
     } catch (error) {
       return this.fail(task, "", (error as Error).message, Date.now())
     }
     const material = materialOf(this.plan, task, inputs)
     const fingerprint = fingerprintOf(material)
-
-    if (!this.forced.has(task.stage)) {
-      const entry = this.cache.get(`${task.stage}\u0000${fingerprint}`)
-      if (entry !== undefined && (await isEntryIntact(this.session.ws, task.node.stage, entry))) {
-        this.report({ type: "task-end", stage: task.stage, item: task.item, action: "cached", ms: 0 })
-        return { action: "cached", executionId: entry.executionId, fingerprint, outputs: entry.outputs }
-      }
+    const cached = this.reuse(task, fingerprint)
+    if (cached !== null) {
+      this.report({ type: "task-end", stage: task.stage, item: task.item, action: "cached", ms: 0 })
+      return cached
     }
 
     await this.acquireSlot()

@@ -99,7 +99,7 @@ async function decide(
 ): Promise<{ decision: Decision; reasons: Array<string> }> {
   if (forced) return { decision: "run", reasons: ["--force names this stage"] }
   if (entry !== undefined) {
-    if (await isEntryIntact(session.ws, task.node.stage, entry)) {
+    if (isEntryIntact(session.ws, task.node.stage, entry)) {
       const reused = previous !== undefined && Number(previous.id) !== entry.executionId
         ? ` (an earlier setting; the newest execution ${previous.id} had other inputs)`
         : ""

@@ -4,7 +4,7 @@
  * identity, its environment values and the workflow seed. It contains no absolute paths
  * and no times, so it is the same on every machine and in every workspace.
  */
-import { createHash } from "node:crypto"
+import { createHash, hash } from "node:crypto"
 import { canonicalJson } from "./params.ts"
 import type { Json, SourceItemRef } from "./stage.ts"
 
@@ -22,9 +22,32 @@ export interface FingerprintMaterial {
   readonly seed: number
 }
 
+/** Canonical JSON of params and environment objects, which every task of a stage shares. */
+const sharedJson = new WeakMap<object, string>()
+
+function canonicalShared(value: Json | Readonly<Record<string, string>>): string {
+  if (typeof value !== "object" || value === null) return canonicalJson(value)
+  let text = sharedJson.get(value)
+  if (text === undefined) {
+    text = canonicalJson(value)
+    sharedJson.set(value, text)
+  }
+  return text
+}
+
+/**
+ * Compute the SHA-256 of `canonicalJson({ v: fingerprintVersion, ...material })`. The text
+ * is joined from the members in sorted key order. The params and environment objects,
+ * which all tasks of a stage share, are encoded once per object.
+ * NOTE: a params or environment object changed after its first fingerprint keeps its old
+ * encoding. The runtime never changes them.
+ */
 export function fingerprintOf(material: FingerprintMaterial): string {
-  const text = canonicalJson({ v: fingerprintVersion, ...material })
-  return createHash("sha256").update(text).digest("hex")
+  const text = `{"code":${canonicalJson(material.code)},"environment":${canonicalShared(material.environment)},` +
+    `"inputs":${canonicalJson(material.inputs)},"item":${canonicalJson(material.item)},` +
+    `"params":${canonicalShared(material.params)},"seed":${canonicalJson(material.seed)},` +
+    `"stage":${canonicalJson(material.stage)},"v":${fingerprintVersion}}`
+  return hash("sha256", text)
 }
 
 /** Content description of a source item: key, file hashes in order, and metadata. */

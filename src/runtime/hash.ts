@@ -12,6 +12,7 @@ import { availableParallelism } from "node:os"
 import { join, relative, sep } from "node:path"
 import { Worker } from "node:worker_threads"
 import * as Data from "effect/Data"
+import { runnableUrl } from "./bundle.ts"
 import {
   describeFileKind,
   digestFile,
@@ -216,8 +217,8 @@ interface PendingJob {
   readonly reject: (error: HashError) => void
 }
 
-/** URL of the worker module, next to this file and with the same extension (`.ts` from source). */
-const workerModuleUrl = new URL(`./hash-worker${import.meta.url.endsWith(".ts") ? ".ts" : ".js"}`, import.meta.url)
+/** URL of the worker module: hash-worker.ts from source, its compiled file in the CLI bundle. */
+const workerModuleUrl = new URL(runnableUrl(new URL("./hash-worker.ts", import.meta.url).href))
 
 /**
  * Source of the script each worker evaluates. Node 20 cannot load a `.ts` worker by itself,

@@ -5,7 +5,7 @@
  */
 import { join } from "node:path"
 import * as Effect from "effect/Effect"
-import { codeIdentity, type CodeIdentity } from "./codehash.ts"
+import { codeIdentity, saveCodeHashCache, type CodeIdentity } from "./codehash.ts"
 import {
   ArtifactHashInvalid, ArtifactNotGiven, ArtifactNotRecorded, ArtifactObjectMissing, ArtifactWrongProducer, InvalidStage
 } from "./errors.ts"
@@ -110,6 +110,7 @@ export async function buildPlan(
     code.set(name, codeIdentity(stage.module))
     environment.set(name, stage.environment === undefined ? {} : await Effect.runPromise(stage.environment()))
   }
+  saveCodeHashCache()
   return { dag, selected, params, sources, code, environment, seed: options.seed ?? options.workflow.seed, artifacts }
 }
 
@@ -295,8 +296,8 @@ export function materialOf(plan: Plan, task: PlanTask, inputs: ResolvedInputs): 
 export async function loadCache(session: WorkspaceSession, stages: ReadonlyArray<string>): Promise<Map<string, CacheEntry>> {
   const cache = new Map<string, CacheEntry>()
   if (stages.length === 0) return cache
-  const rows = await session.db.all<{
-    id: bigint; stage: string; fingerprint: string; port: string; hash: string; kind: "file" | "directory"; ext: string; path: string; size: bigint
+  const rows = await session.db.readCommittedAsJson<{
+    id: number; stage: string; fingerprint: string; port: string; hash: string; kind: "file" | "directory"; ext: string; path: string; size: number
   }>(
     `SELECT e.id, e.stage, e.fingerprint, a.port, a.hash, a.kind, a.ext, a.path, a.size
      FROM cache_entries e JOIN artifacts a ON a.execution_id = e.id
@@ -307,16 +308,16 @@ export async function loadCache(session: WorkspaceSession, stages: ReadonlyArray
     const key = `${row.stage}\u0000${row.fingerprint}`
     let entry = cache.get(key)
     if (entry === undefined) {
-      entry = { executionId: Number(row.id), outputs: {} }
+      entry = { executionId: row.id, outputs: {} }
       cache.set(key, entry)
     }
-    entry.outputs[row.port] = { hash: row.hash, kind: row.kind, ext: row.ext, path: row.path, size: Number(row.size) }
+    entry.outputs[row.port] = { hash: row.hash, kind: row.kind, ext: row.ext, path: row.path, size: row.size }
   }
   return cache
 }
 
 /** Check that a cache entry has every declared port and that each object exists with its recorded size. */
-export async function isEntryIntact(ws: Layout, stage: Stage, entry: CacheEntry): Promise<boolean> {
+export function isEntryIntact(ws: Layout, stage: Stage, entry: CacheEntry): boolean {
   for (const port of Object.keys(stage.outputs)) {
     const stored = entry.outputs[port]
     if (stored === undefined) return false

@@ -4,9 +4,17 @@
  * crashes fails its task and is replaced by a fresh one for the next task.
  */
 import { Worker } from "node:worker_threads"
+import { runnableUrl } from "./bundle.ts"
 import type { TaskMessage, TaskRequest } from "./worker.ts"
 
-const workerUrl = new URL("./worker-entry.mjs", import.meta.url)
+/**
+ * The bundled worker module when this code is bundled. From source, worker-entry.mjs
+ * registers the TypeScript loader in the new thread first, then loads worker.ts.
+ */
+const workerUrl = (() => {
+  const url = runnableUrl(new URL("./worker.ts", import.meta.url).href)
+  return url.endsWith(".ts") ? new URL("./worker-entry.mjs", import.meta.url) : new URL(url)
+})()
 
 export type TaskResult = { readonly ok: true } | { readonly ok: false; readonly tag: string; readonly message: string }
 

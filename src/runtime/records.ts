@@ -139,7 +139,7 @@ export async function recordRunStart(session: WorkspaceSession, options: RunStar
 
 /** Record source files as artifacts of kind "source" (once per hash and path) so lineage can name them. */
 export async function recordSourceFiles(session: WorkspaceSession, plan: Plan) {
-  const rows = await session.db.all<{ hash: string; path: string }>("SELECT hash, path FROM artifacts WHERE kind = 'source'")
+  const rows = await session.db.allAsJson<{ hash: string; path: string }>("SELECT hash, path FROM artifacts WHERE kind = 'source'")
   const known = new Set(rows.map((r) => `${r.hash}\u0000${r.path}`))
   const fresh: Array<Array<SqlValue>> = []
   for (const source of plan.sources.values()) {

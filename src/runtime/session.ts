@@ -39,14 +39,16 @@ export async function openForWrite(root: string, options: OpenOptions = {}): Pro
     await lock.release()
     throw error
   }
-  await sweepStaging(ws)
-  await mkdir(ws.objects, { recursive: true })
-  await db.run("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
+  // The folders are prepared while DuckDB marks the runs that never finished.
+  await Promise.all([
+    sweepStaging(ws).then(() => mkdir(ws.objects, { recursive: true })),
+    db.run("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
+  ])
   return {
     ws,
     db,
     close: async () => {
-      db.close()
+      await db.close()
       await lock.release()
     }
   }

@@ -3,7 +3,7 @@
  * size and modification time (ns) match its `stat_cache` row reuses the stored SHA-256
  * and is not read. Every other file is hashed and its row replaced.
  */
-import { stat } from "node:fs/promises"
+import { statSync } from "node:fs"
 import { resolve } from "node:path"
 import * as Effect from "effect/Effect"
 import { InputUnreadable, SourceFailed } from "./errors.ts"
@@ -49,16 +49,20 @@ export async function hashSourceFiles(
   options: { readonly writeCache: boolean }
 ): Promise<HashedSource> {
   const paths = [...new Set(items.flatMap((item) => item.files.map((f) => resolve(f))))]
-  const cached = await loadStatCache(db)
-  const stats = await Promise.all(paths.map(async (path): Promise<StatKey> => {
+  // The query runs on DuckDB's threads while this thread stats the files.
+  const cacheRows = loadStatCache(db)
+  // Synchronous stats, because a rerun stats every source file, and for metadata in the page
+  // cache one blocking call is cheaper than a round trip through the libuv thread pool.
+  const stats = paths.map((path): StatKey => {
     try {
-      const info = await stat(path, { bigint: true })
+      const info = statSync(path, { bigint: true })
       return { dev: Number(info.dev), ino: Number(info.ino), size: Number(info.size), mtimeNs: info.mtimeNs }
     } catch (cause) {
       throw new InputUnreadable({ path, cause })
     }
-  }))
+  })
 
+  const cached = await cacheRows
   const hashes = new Map<string, string>()
   const misses: Array<number> = []
   paths.forEach((path, index) => {
@@ -103,23 +107,28 @@ export async function hashSourceFiles(
   return { name, items, refs, sizes }
 }
 
-let statCacheMemo: { db: Database; rows: Map<string, CachedStat> } | null = null
+let statCacheMemo: { db: Database; rows: Promise<Map<string, CachedStat>> } | null = null
 
-async function loadStatCache(db: Database): Promise<Map<string, CachedStat>> {
+/**
+ * Load the stat cache of `db` once per open database. A run starts the load right after
+ * opening the workspace, so the query runs while the plan is built.
+ */
+export function loadStatCache(db: Database): Promise<Map<string, CachedStat>> {
   if (statCacheMemo !== null && statCacheMemo.db === db) return statCacheMemo.rows
-  const rows = await db.all<{ path: string; dev: bigint; ino: bigint; size: bigint; mtime_ns: bigint; sha256: string }>(
-    "SELECT path, dev, ino, size, mtime_ns, sha256 FROM stat_cache"
+  const rows = readStatCache(db)
+  // Callers await it later, so a failure must not count as unhandled in between.
+  rows.catch(() => undefined)
+  statCacheMemo = { db, rows }
+  return rows
+}
+
+async function readStatCache(db: Database): Promise<Map<string, CachedStat>> {
+  const rows = await db.allAsJson<{ path: string; dev: number; ino: number; size: number; mtime_ns: string; sha256: string }>(
+    "SELECT path, dev, ino, size, mtime_ns::VARCHAR AS mtime_ns, sha256 FROM stat_cache"
   )
   const map = new Map<string, CachedStat>()
   for (const row of rows) {
-    map.set(row.path, {
-      dev: Number(row.dev),
-      ino: Number(row.ino),
-      size: Number(row.size),
-      mtimeNs: BigInt(row.mtime_ns),
-      sha256: row.sha256
-    })
+    map.set(row.path, { dev: row.dev, ino: row.ino, size: row.size, mtimeNs: BigInt(row.mtime_ns), sha256: row.sha256 })
   }
-  statCacheMemo = { db, rows: map }
   return map
 }

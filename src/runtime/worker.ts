@@ -9,6 +9,7 @@ import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Schema from "effect/Schema"
+import { bundle, runnableUrl } from "./bundle.ts"
 import { isStage, type Json, type LogLevel, type Stage } from "./stage.ts"
 
 /** Context fields that cross the thread boundary; all are structured-clone safe. */
@@ -39,11 +40,27 @@ export type TaskMessage =
 
 const stageCache = new Map<string, Stage>()
 
+let typeScriptLoader: Promise<void> | null = null
+
+/**
+ * Import a stage module by its source URL: its compiled file when the CLI bundle contains
+ * it. A TypeScript module outside the bundle needs tsx's loader, which a bundled worker
+ * registers on first use; a worker started from source has it already.
+ */
+async function importModule(sourceUrl: string): Promise<unknown> {
+  const url = runnableUrl(sourceUrl)
+  if (bundle !== null && /\.[cm]?ts$/.test(url)) {
+    typeScriptLoader ??= import("tsx/esm/api").then((api) => api.register()).then(() => undefined)
+    await typeScriptLoader
+  }
+  return import(url)
+}
+
 async function loadStage(moduleUrl: string, name: string): Promise<Stage> {
   const key = `${moduleUrl}#${name}`
   const cached = stageCache.get(key)
   if (cached !== undefined) return cached
-  const module = (await import(moduleUrl)) as Record<string, unknown>
+  const module = (await importModule(moduleUrl)) as Record<string, unknown>
   const stage = Object.values(module).find((value): value is Stage => isStage(value) && value.name === name)
   if (stage === undefined) throw new Error(`Module ${moduleUrl} exports no stage named "${name}"`)
   stageCache.set(key, stage)

@@ -1,6 +1,7 @@
 /**
  * End to end: `workflow full` on the real sample shipped in data/sample, with the `ci`
- * profile, through the CLI in child processes and a real workspace database.
+ * profile, through the CLI in child processes (bin/octflow.mjs, as `npm run workflow`
+ * runs it) and a real workspace database.
  */
 import { spawnSync } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync } from "node:fs"
@@ -16,7 +17,7 @@ const workspace = mkdtempSync(join(tmpdir(), "octflow-e2e-"))
 const runTimeoutMs = 15 * 60_000
 
 const cli = (...args: string[]) => {
-  const result = spawnSync(process.execPath, ["--import", "tsx", "src/cli/main.ts", ...args], {
+  const result = spawnSync(process.execPath, ["bin/octflow.mjs", ...args], {
     cwd: repoRoot,
     encoding: "utf8",
     env: { ...process.env, OCTFLOW_BACKEND: "wasm" },

@@ -32,7 +32,7 @@ const bscanFolder = join(root, "exports", "case42")
 afterAll(() => rmSync(root, { recursive: true, force: true }))
 
 const cli = (...args: string[]) => {
-  const result = spawnSync(process.execPath, ["--import", "tsx", "src/cli/main.ts", ...args], {
+  const result = spawnSync(process.execPath, ["bin/octflow.mjs", ...args], {
     cwd: repoRoot,
     encoding: "utf8",
     env: { ...process.env, OCTFLOW_BACKEND: "wasm" },

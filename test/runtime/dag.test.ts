@@ -1,7 +1,7 @@
 import { Effect, Schema } from "effect"
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
-import { canonicalJson, parseOverride, resolveParams } from "../../src/runtime/params.ts"
+import { canonicalJson, compareCodeUnits, parseOverride, resolveParams } from "../../src/runtime/params.ts"
 import * as Stage from "../../src/runtime/stage.ts"
 import { buildDag, downstreamOf, selectStages, toDot, toMermaid } from "../../src/runtime/workflow.ts"
 import { declaredStage, workflowOf } from "./helpers.ts"
@@ -175,6 +175,24 @@ describe("canonicalJson", () => {
       const reversed = Object.fromEntries(Object.entries(record).reverse())
       return canonicalJson(record) === canonicalJson(reversed)
     }))
+  })
+
+  it("equals the plain definition", () => {
+    // Sorted entries joined with commas. An object built from sorted entries would not do,
+    // because JavaScript lists integer-like keys such as "0" before all others.
+    const reference = (value: unknown): string => {
+      if (Array.isArray(value)) return `[${value.map(reference).join(",")}]`
+      if (typeof value !== "object" || value === null) return JSON.stringify(value)
+      const entries = Object.entries(value).sort(([a], [b]) => compareCodeUnits(a, b))
+      return `{${entries.map(([key, member]) => `${JSON.stringify(key)}:${reference(member)}`).join(",")}}`
+    }
+    fc.assert(fc.property(fc.jsonValue(), (value) => {
+      expect(canonicalJson(value)).toBe(reference(value))
+    }))
+  })
+
+  it("leaves out undefined members", () => {
+    expect(canonicalJson({ b: undefined, a: 1, c: { d: undefined } })).toBe(`{"a":1,"c":{}}`)
   })
 
   it("rejects NaN", () => {

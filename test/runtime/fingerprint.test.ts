@@ -1,8 +1,14 @@
-import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
+import { spawnSync } from "node:child_process"
+import { createHash } from "node:crypto"
+import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, utimesSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
+import fc from "fast-check"
 import { describe, expect, it } from "vitest"
-import { codeIdentity } from "../../src/runtime/codehash.ts"
+import { codeIdentity, type CodeIdentity } from "../../src/runtime/codehash.ts"
+import { racyMs } from "../../src/runtime/file-identity.mjs"
 import { deriveSeed, fingerprintOf, type FingerprintMaterial } from "../../src/runtime/fingerprint.ts"
+import { canonicalJson } from "../../src/runtime/params.ts"
+import type { Json } from "../../src/runtime/stage.ts"
 import { repoRoot, tempDir } from "./helpers.ts"
 
 const material: FingerprintMaterial = {
@@ -25,6 +31,23 @@ describe("fingerprintOf", () => {
   it("ignores key order", () => {
     const reordered = { seed: 7, environment: { backend: "cpu" }, code: material.code, params: { factor: 2 }, inputs: material.inputs, item: "item-0001", stage: "scale" }
     expect(fingerprintOf(reordered)).toBe(fingerprintOf(material))
+  })
+
+  it("hashes the canonical material", () => {
+    const jsonObject = fc.dictionary(fc.string(), fc.jsonValue() as fc.Arbitrary<Json>)
+    const materials = fc.record({
+      stage: fc.string(),
+      item: fc.option(fc.string(), { nil: null }),
+      inputs: jsonObject,
+      params: fc.oneof(jsonObject, fc.jsonValue() as fc.Arbitrary<Json>),
+      code: fc.string(),
+      environment: fc.dictionary(fc.string(), fc.string()),
+      seed: fc.nat()
+    })
+    fc.assert(fc.property(materials, (random) => {
+      const expected = createHash("sha256").update(canonicalJson({ v: 1, ...random })).digest("hex")
+      expect(fingerprintOf(random)).toBe(expected)
+    }))
   })
 
   it.each([
@@ -96,5 +119,57 @@ describe("codeIdentity", () => {
     const before = codeIdentity(path).hash
     writeFileSync(path, readFileSync(path, "utf8").replace("helper(2)", "helper(4)"))
     expect(codeIdentity(path).hash).not.toBe(before)
+  })
+})
+
+/** Compute a code identity in a new process, which starts with an empty in-memory cache. */
+function identityInNewProcess(path: string): CodeIdentity {
+  const script = `
+    import { codeIdentity, saveCodeHashCache } from ${JSON.stringify(join(repoRoot, "src/runtime/codehash.ts"))}
+    const identity = codeIdentity(${JSON.stringify(path)})
+    saveCodeHashCache()
+    process.stdout.write(JSON.stringify(identity))`
+  const result = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], { cwd: repoRoot, encoding: "utf8" })
+  expect(result.stderr).toBe("")
+  return JSON.parse(result.stdout) as CodeIdentity
+}
+
+describe("code hash cache", () => {
+  const cacheFile = join(repoRoot, "dist/code-hashes.json")
+  const cachedModules = () => (JSON.parse(readFileSync(cacheFile, "utf8")) as { modules: Record<string, { hash: string }> }).modules
+
+  it("keeps hashes across processes", async () => {
+    const dir = copyModules()
+    // A file changed within the last racyMs is never cached.
+    await new Promise((resolve) => setTimeout(resolve, racyMs + 100))
+    const identity = identityInNewProcess(join(dir, "stage.ts"))
+    expect(cachedModules()[join(dir, "lib/helper.ts")]?.hash).toBe(identity.modules["lib/helper.ts"])
+  })
+
+  it("hashes a file again after an edit that keeps its mtime", async () => {
+    const dir = copyModules()
+    const helper = join(dir, "lib/helper.ts")
+    // Whole seconds, which utimes can set again exactly.
+    const mtime = Math.floor(Date.now() / 1000) - 10
+    utimesSync(helper, mtime, mtime)
+    await new Promise((resolve) => setTimeout(resolve, racyMs + 100))
+    const before = identityInNewProcess(join(dir, "stage.ts"))
+    expect(cachedModules()[helper]).toBeDefined()
+
+    // Same size, same modification time: only the change time and the bytes differ.
+    writeFileSync(helper, readFileSync(helper, "utf8").replace("x * 2", "x * 3"))
+    utimesSync(helper, mtime, mtime)
+    expect(statSync(helper, { bigint: true }).mtimeNs).toBe(BigInt(mtime) * 1_000_000_000n)
+    // Past racyMs, only the change time in the cache key can tell that the file changed.
+    await new Promise((resolve) => setTimeout(resolve, racyMs + 100))
+    const after = identityInNewProcess(join(dir, "stage.ts"))
+    expect(after.modules["lib/helper.ts"]).not.toBe(before.modules["lib/helper.ts"])
+    expect(after.modules["stage.ts"]).toBe(before.modules["stage.ts"])
+  })
+
+  it("does not cache a file written just now", () => {
+    const dir = copyModules()
+    identityInNewProcess(join(dir, "stage.ts"))
+    expect(existsSync(cacheFile) ? cachedModules()[join(dir, "lib/helper.ts")] : undefined).toBeUndefined()
   })
 })

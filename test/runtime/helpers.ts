@@ -46,12 +46,15 @@ export interface CliResult {
   readonly stderr: string
 }
 
-/** Start the CLI as a child process; `onStderr` receives stderr as it arrives. */
+/**
+ * Start the CLI as a child process, as `npm run workflow` does, through bin/octflow.mjs and
+ * the bundle; `onStderr` receives stderr as it arrives.
+ */
 export function startCli(args: ReadonlyArray<string>, env: Record<string, string> = {}, onStderr?: (text: string, child: ChildProcess) => void): {
   child: ChildProcess
   done: Promise<CliResult>
 } {
-  const child = spawn(process.execPath, ["--import", "tsx", join(repoRoot, "src/cli/main.ts"), ...args], {
+  const child = spawn(process.execPath, [join(repoRoot, "bin/octflow.mjs"), ...args], {
     cwd: repoRoot,
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"]

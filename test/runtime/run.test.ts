@@ -57,7 +57,7 @@ describe("runWorkflow on the synthetic workflow", () => {
     const fingerprints = async (ws: string) => {
       const db = await Database.open(join(ws, "octflow.duckdb"), { readOnly: true })
       const rows = await db.all<{ f: string }>("SELECT fingerprint AS f FROM executions ORDER BY f")
-      db.close()
+      await db.close()
       return rows.map((r) => r.f)
     }
     expect(await fingerprints(join(other, "ws"))).toEqual(await fingerprints(base.workspace))
