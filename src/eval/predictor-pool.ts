@@ -5,13 +5,13 @@
  * `concurrency` tells inferVolume how many B-scans to keep in flight. A tile's
  * probabilities do not depend on the worker that computed them.
  */
-import { Worker } from "node:worker_threads"
+import type { Worker } from "node:worker_threads"
 import * as Data from "effect/Data"
 import type { BackendName } from "../ml/backend.ts"
+import { startModuleWorker } from "../ml/threads.ts"
 import type { UnetConfig } from "../ml/unet.ts"
 import type { Predictor } from "./infer.ts"
 
-const entryUrl = new URL("../ml/thread-entry.mjs", import.meta.url)
 const workerModule = new URL("./predictor-worker.ts", import.meta.url).href
 
 export class PredictorThreadError extends Data.TaggedError("PredictorThreadError")<{
@@ -97,7 +97,7 @@ export async function startPredictorPool(options: PredictorPoolOptions): Promise
   }
 
   for (let index = 0; index < options.threads; index++) {
-    const worker = new Worker(entryUrl, { workerData: { module: workerModule } })
+    const worker = startModuleWorker(workerModule)
     const thread: Thread = { index, worker, job: undefined, failure: undefined }
     threads.push(thread)
     readies.push(

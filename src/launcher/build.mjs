@@ -1,7 +1,8 @@
 // @ts-check
 /**
- * Builds the CLI bundle: one esbuild pass over the CLI, the two worker modules and every
- * module under workflows/ and stages/ into `dist/<build id>/`, with code splitting, so a
+ * Builds the CLI bundle: one esbuild pass over the CLI, the worker modules (stage tasks,
+ * hashing, training replicas, inference) and every module under workflows/ and stages/
+ * into `dist/<build id>/`, with code splitting, so a
  * command loads only the chunks it imports. Packages with native code, data files next to
  * their code or a process-wide registry (DuckDB's binding, TensorFlow.js, esbuild, tsx)
  * stay external and load from node_modules.
@@ -56,7 +57,13 @@ const requireBanner =
  * @returns {string[]}
  */
 export function entryPoints(root) {
-  const found = ["src/cli/main.ts", "src/runtime/worker.ts", "src/runtime/hash-worker.ts"]
+  const found = [
+    "src/cli/main.ts",
+    "src/runtime/worker.ts",
+    "src/runtime/hash-worker.ts",
+    "src/ml/replica-worker.ts",
+    "src/eval/predictor-worker.ts"
+  ]
   /** @param {string} dir */
   const walk = (dir) => {
     for (const entry of readdirSync(join(root, dir), { withFileTypes: true })) {

@@ -13,15 +13,15 @@
  * Each step is one message to each worker and one answer back, so the trainer reads the
  * slots only after the worker has finished writing them.
  */
-import { Worker } from "node:worker_threads"
+import type { Worker } from "node:worker_threads"
 import * as tf from "@tensorflow/tfjs-core"
 import type * as tfl from "@tensorflow/tfjs-layers"
 import * as Data from "effect/Data"
 import type { BackendName } from "./backend.ts"
 import type { TrainConfig } from "./trainer.ts"
 import { type BatchTensors, type NetworkPair, pairWeights, statefulWeights } from "./step.ts"
+import { startModuleWorker } from "./threads.ts"
 
-const entryUrl = new URL("./thread-entry.mjs", import.meta.url)
 const workerModule = new URL("./replica-worker.ts", import.meta.url).href
 
 export class ReplicaError extends Data.TaggedError("ReplicaError")<{
@@ -241,7 +241,7 @@ export class ReplicaPool {
   }
 
   private spawn(init: ReplicaInit): Promise<void> {
-    const worker = new Worker(entryUrl, { workerData: { module: workerModule } })
+    const worker = startModuleWorker(workerModule)
     const slot: WorkerSlot = { worker, replica: init.replica, pending: undefined, failure: undefined }
     this.slots.push(slot)
     worker.on("message", (reply: ReplicaReply) => {
