@@ -93,6 +93,10 @@ const runFlags = {
     Flag.withDescription("TensorFlow.js backend: tensorflow-gpu, tensorflow, wasm or cpu (default: the first that loads)"),
     Flag.optional
   ),
+  threads: Flag.Int("threads").pipe(
+    Flag.withDescription("Threads that training and inference use on the wasm and cpu backends (default: one per core)"),
+    Flag.optional
+  ),
   exclude: Flag.String("exclude").pipe(
     Flag.withDescription("Leave a case out of the run: its key, e.g. Cirrus/TRAIN001, or a pattern with *; repeatable"),
     Flag.atLeast(0)
@@ -111,14 +115,24 @@ function parseForce(value: string | undefined): boolean | ReadonlyArray<string> 
   return value.split(",").map((s) => s.trim()).filter((s) => s !== "")
 }
 
+/**
+ * Passes --backend and --threads on through OCTFLOW_BACKEND and OCTFLOW_THREADS, which the
+ * stages read, in this process and in worker threads.
+ */
+function setComputeEnvironment(backend: string | undefined, threads: number | undefined): void {
+  if (threads !== undefined && (!Number.isInteger(threads) || threads < 1)) {
+    throw new InvalidFlag({ flag: "--threads", value: String(threads), expected: "an integer of at least 1" })
+  }
+  if (backend !== undefined) process.env.OCTFLOW_BACKEND = backend
+  if (threads !== undefined) process.env.OCTFLOW_THREADS = String(threads)
+}
+
 async function toRunOptions(flags: RunFlagValues, targets: ReadonlyArray<string>): Promise<RunOptions> {
   const force = Option.getOrUndefined(flags.force)
-  // Stages read the backend choice from the environment, in this process and in workers.
   if (!Number.isInteger(flags.jobs) || flags.jobs < 1) {
     throw new InvalidFlag({ flag: "--jobs", value: String(flags.jobs), expected: "an integer of at least 1" })
   }
-  const backend = Option.getOrUndefined(flags.backend)
-  if (backend !== undefined) process.env.OCTFLOW_BACKEND = backend
+  setComputeEnvironment(Option.getOrUndefined(flags.backend), Option.getOrUndefined(flags.threads))
   return {
     workflow: await loadWorkflow(flags.workflow),
     workspace: flags.workspace,
@@ -234,15 +248,14 @@ const predict = Command.make("predict", {
   ),
   out: Flag.String("out").pipe(Flag.withDescription("Folder to copy the label volumes, overlays and metrics to"), Flag.optional),
   backend: runFlags.backend,
+  threads: runFlags.threads,
   profile: Flag.String("profile").pipe(Flag.withDescription("Params profile of the predict workflow: cpu (default), paper or ci"), Flag.optional),
   skipGeometryCheck: Flag.Boolean("skip-geometry-check").pipe(
     Flag.withDescription("Preprocess a scan whose element type or B-scan height does not fit its vendor"),
     Flag.withDefault(false)
   )
 }, (flags) => action(async () => {
-  // Stages read the backend choice from the environment, in this process and in workers.
-  const backend = Option.getOrUndefined(flags.backend)
-  if (backend !== undefined) process.env.OCTFLOW_BACKEND = backend
+  setComputeEnvironment(Option.getOrUndefined(flags.backend), Option.getOrUndefined(flags.threads))
   const [{ predictScan }, { formatSummary, ProgressReporter }] = await Promise.all([import("./predict.ts"), loadProgress()])
   const progress = new ProgressReporter()
   const started = Date.now()

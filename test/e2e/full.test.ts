@@ -48,9 +48,12 @@ afterAll(() => rmSync(workspace, { recursive: true, force: true }))
 
 describe("workflow full on the sample", () => {
   it("runs every stage", { timeout: runTimeoutMs }, () => {
-    const result = full()
+    const result = full("--threads", "2")
     expect(result.stderr).not.toMatch(/^error:/m)
     expect(result.status).toBe(0)
+    // The ci profile's batches of 4 train as 2 micro-batches, one per thread.
+    expect(result.stderr).toContain('training threads {"threads":2,"passesPerBatch":2}')
+    expect(result.stderr).toMatch(/inference tiles \{[^}]*"threads":2\}/)
     expect(newestRunActions()).toEqual({
       "evaluate:ran": 1,
       "preprocess:ran": 3,
@@ -116,6 +119,12 @@ describe("workflow full on the sample", () => {
       "SELECT environment::VARCHAR AS environment FROM executions WHERE stage = 'train' AND status = 'ok'"
     )
     expect(rows.length).toBeGreaterThan(0)
-    expect(JSON.parse(rows[0].environment)).toMatchObject({ backend: "wasm" })
+    expect(JSON.parse(rows[0].environment)).toMatchObject({ backend: "wasm", simdKernels: expect.stringMatching(/^(relaxed-fma|relaxed|simd)$/) })
+  })
+
+  it("rejects zero threads", () => {
+    const result = full("--threads", "0")
+    expect(result.status).toBe(2)
+    expect(result.stderr).toContain("Invalid value 0 for --threads: expected an integer of at least 1.")
   })
 })
