@@ -2,7 +2,7 @@
  * Tiled inference on several threads: worker threads that each load the trained model,
  * rebuild it for the inference tile size, and predict the tile batches they are sent. The
  * returned Predictor hands each predictBatch call to an idle worker, and its
- * `concurrency` tells inferVolume how many B-scans to keep in flight. A tile's
+ * `concurrency` is the number of B-scans inferVolume keeps in flight. A tile's
  * probabilities do not depend on the worker that computed them.
  */
 import type { Worker } from "node:worker_threads"

@@ -1,6 +1,6 @@
 /**
  * An inference thread of predictor-pool.ts: loads the trained model, rebuilds it for the
- * tile size, and answers each batch of input tiles with its softmax probabilities.
+ * tile size, and replies to each batch of input tiles with their softmax probabilities.
  */
 import { parentPort } from "node:worker_threads"
 import { initBackend } from "../ml/backend.ts"

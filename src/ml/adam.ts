@@ -1,7 +1,7 @@
 /**
  * Adam with each variable's update fused into one wasm kernel call (adam_update in
  * src/ml/wasm/kernels.c) on the wasm backend. tfjs-core 4.22's AdamOptimizer runs about 15
- * kernels per variable per step, each allocating a tensor; the fused kernel updates the
+ * kernels per variable per step, each allocating a tensor. The fused kernel updates the
  * weights and both moments in place with the same float32 operations in the same order,
  * so the results are bit for bit those of AdamOptimizer. On other backends, or when a
  * variable's buffer is shared with another tensor, it defers to AdamOptimizer.

@@ -1,8 +1,8 @@
 /**
- * A training replica's thread (see replicas.ts): it builds the same networks as the
- * trainer, and for every step copies the shared weights in, computes its chunks'
- * gradients and updated batch-norm statistics from those weights, and writes them to the
- * chunks' shared slots.
+ * A training replica's thread (see replicas.ts). It builds the same networks as the
+ * trainer. For every step it copies the shared weights in, computes its chunks' gradients
+ * and updated batch-norm statistics from those weights, and writes them to the chunks'
+ * shared slots.
  */
 import { parentPort } from "node:worker_threads"
 import * as tf from "@tensorflow/tfjs-core"

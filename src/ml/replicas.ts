@@ -10,7 +10,7 @@
  *   that computed it;
  * - `state[k]`: chunk k's updated stateful weights (batch-norm moving statistics);
  * - `losses[k]`: chunk k's weighted loss.
- * Each step is one message to each worker and one answer back, so the trainer reads the
+ * Each step is one message to each worker and one reply back, so the trainer reads the
  * slots only after the worker has finished writing them.
  */
 import type { Worker } from "node:worker_threads"

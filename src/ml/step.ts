@@ -5,10 +5,9 @@
  *
  * A batch of B samples with micro-batch size m is split into K = ceil(B / m) chunks. Chunk k
  * of step t computes the gradients of (size_k / B) * objective(chunk k) from the weights
- * at the start of step t, with the dropout seeds of (t * K + k), and each chunk's
- * forward pass starts from the step's batch-norm moving statistics. The step's gradient is
- * the sum over k in order, and its moving statistics the mean over k of each chunk's
- * updated statistics. No chunk depends on another, so chunks may run on any thread and the
+ * at the start of step t, with the dropout seeds of (t * K + k). Each chunk's forward pass
+ * starts from the step's batch-norm moving statistics. The step's gradient is the sum over
+ * k in order, and its moving statistics the mean over k of each chunk's updated statistics. No chunk depends on another, so chunks may run on any thread and the
  * result is the same bit for bit.
  */
 import * as tf from "@tensorflow/tfjs-core"
@@ -47,7 +46,7 @@ export function buildNetworkPair(config: TrainConfig, seed: number): NetworkPair
   return { model, discriminator: buildDiscriminator(discriminatorConfig) }
 }
 
-/** Every weight of the pair in a fixed order: the U-Net's, then the discriminator's. */
+/** Returns every weight of the pair in a fixed order: the U-Net's, then the discriminator's. */
 export function pairWeights(networks: NetworkPair): Array<tfl.LayerVariable> {
   return [...networks.model.weights, ...(networks.discriminator?.weights ?? [])]
 }

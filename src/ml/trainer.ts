@@ -262,9 +262,9 @@ interface StepResult {
 
 /**
  * Updates the U-Net once and returns its loss. With config.microBatchSize below the batch
- * size, the batch is split into chunks whose gradients are summed (each chunk's loss
- * weighted by its share of the batch) before one Adam update; step.ts gives the exact
- * rule, and `replicas` spreads the chunks over threads without changing the result.
+ * size, the batch is split into chunks whose gradients are summed before one Adam update,
+ * each chunk's loss weighted by its share of the batch. step.ts gives the exact rule, and
+ * `replicas` spreads the chunks over threads without changing the result.
  * NOTE: batch norm then normalises with micro-batch statistics, and the class-balanced
  * cross-entropy is balanced per micro-batch, so this is close to, not equal to, a
  * whole-batch step.

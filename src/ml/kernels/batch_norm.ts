@@ -13,8 +13,8 @@
  * FusedBatchNorm itself (inference) gets a wasm kernel on the same module too.
  *
  * `useFusedBatchNormInTraining` makes tfjs-layers' BatchNormalization use it when training
- * with channels last, centre and scale; inference and other cases keep the layer's own code,
- * and the layer's config and weights are unchanged, so saved models are as before.
+ * with channels last, centre and scale. Inference and other cases keep the layer's own code.
+ * The layer's config and weights are unchanged, so saved models are as before.
  */
 import * as tf from "@tensorflow/tfjs-core"
 import * as tfl from "@tensorflow/tfjs-layers"

@@ -56,8 +56,8 @@ function readExtent(info: tf.backend_util.Conv2DInfo): { height: number; width: 
 }
 
 /**
- * Conv2D and FusedConv2D (bias and ReLU only): y = act(conv(x, filter) + bias). Returns
- * undefined for other activations, a bias that is not 1-D, or NCHW data.
+ * Computes Conv2D and FusedConv2D (bias and ReLU only): y = act(conv(x, filter) + bias).
+ * Returns undefined for other activations, a bias that is not 1-D, or NCHW data.
  */
 export function conv2dGemm(
   backend: Backend,
@@ -77,6 +77,7 @@ export function conv2dGemm(
   const depth = info.filterHeight * info.filterWidth * info.inChannels
   const packed = temporary(backend, Math.ceil(info.outChannels / 8) * 8 * depth)
   kernels.pack_panels(addressOf(backend, filter), addressOf(backend, packed), depth, info.outChannels, info.outChannels, 1)
+
   const out = heapBackend(backend).makeOutput([...info.outShape], "float32")
   kernels.conv2d(
     addressOf(backend, input),
@@ -110,7 +111,7 @@ export function conv2dGemm(
  */
 const packedFilterGradientMinChannels = 128
 
-/** Conv2DBackpropFilter: dW [fh, fw, c, k] from x and dy. Needs k (output channels) to be a multiple of 4. */
+/** Computes Conv2DBackpropFilter, dW [fh, fw, c, k] from x and dy. Needs k (output channels) to be a multiple of 4. */
 export function conv2dBackpropFilterGemm(backend: Backend, x: TensorInfo, dy: TensorInfo, info: tf.backend_util.Conv2DInfo): TensorInfo | undefined {
   if (!supported(info, x, dy) || info.outChannels % 4 !== 0) return undefined
   const kernels = simdKernelsFor(backend)
@@ -154,8 +155,8 @@ export function conv2dBackpropFilterGemm(backend: Backend, x: TensorInfo, dy: Te
 }
 
 /**
- * Conv2DBackpropInput: dx [n, h, w, c] from dy and the filter [fh, fw, c, k], for stride
- * 1 (any dilation and padding) and for a filter equal to its stride without padding.
+ * Computes Conv2DBackpropInput, dx [n, h, w, c] from dy and the filter [fh, fw, c, k], for
+ * stride 1 (any dilation and padding) and for a filter equal to its stride without padding.
  */
 export function conv2dBackpropInputGemm(backend: Backend, dy: TensorInfo, filter: TensorInfo, info: tf.backend_util.Conv2DInfo): TensorInfo | undefined {
   if (!supported(info, dy, filter)) return undefined
@@ -192,9 +193,11 @@ function stride1BackpropInput(backend: Backend, dy: TensorInfo, filter: TensorIn
     spanH - info.padInfo.top,
     spanW - info.padInfo.left
   )
+
   const depth = filterHeight * filterWidth * outChannels
   const packed = temporary(backend, Math.ceil(inChannels / 8) * 8 * depth)
   kernels.pack_flipped_transposed(addressOf(backend, filter), addressOf(backend, packed), filterHeight, filterWidth, inChannels, outChannels)
+
   const out = heapBackend(backend).makeOutput([batchSize, inHeight, inWidth, inChannels], "float32")
   kernels.conv2d(
     addressOf(backend, padded),
@@ -227,6 +230,7 @@ function blockwiseBackpropInput(backend: Backend, dy: TensorInfo, filter: Tensor
   // B[kk][(i, j, cc)] = W[i][j][cc][kk]: rows step 1 through W, columns step k.
   const packed = temporary(backend, Math.ceil(blockFloats / 8) * 8 * outChannels)
   kernels.pack_panels(addressOf(backend, filter), addressOf(backend, packed), outChannels, blockFloats, 1, outChannels)
+
   const blocks = temporary(backend, batchSize * outHeight * outWidth * blockFloats)
   kernels.conv2d(
     addressOf(backend, dy),
@@ -248,6 +252,7 @@ function blockwiseBackpropInput(backend: Backend, dy: TensorInfo, filter: Tensor
     1,
     0
   )
+
   const out = heapBackend(backend).makeOutput([batchSize, inHeight, inWidth, inChannels], "float32")
   kernels.scatter_blocks(
     addressOf(backend, blocks),

@@ -14,9 +14,9 @@ interface WasmApi {
 export const wasmApi = (globalThis as unknown as { readonly WebAssembly: WasmApi }).WebAssembly
 
 /**
- * Lists the section ids of a WebAssembly binary in order (1 type, 2 import, 3 function,
- * 6 global, 7 export, 10 code, 11 data, 12 data count; 0 custom), following the section
- * headers of the binary format: a one-byte id, then the size as unsigned LEB128.
+ * Lists the section ids of a WebAssembly binary in order: 1 type, 2 import, 3 function,
+ * 6 global, 7 export, 10 code, 11 data, 12 data count, 0 custom. Each section header of the
+ * binary format is a one-byte id, then the size as unsigned LEB128.
  */
 export function wasmSectionIds(binary: Uint8Array): Array<number> {
   const magic = [0x00, 0x61, 0x73, 0x6d]

@@ -402,7 +402,7 @@ void conv2d_backprop_filter(const float* x, const float* dy, float* dw, int n, i
 }
 
 /*
- * The filter gradient of conv2d_backprop_filter for outC a multiple of 8 and at least 32,
+ * The filter gradient of conv2d_backprop_filter for outC a multiple of 8, for wide layers,
  * where the direct loop streams dy and x with long strides. Blocks of `blockPixels` output
  * pixels are packed first: dy into panels [outC / 8][blockPixels][8], and for each group of
  * 4 filter rows the 4 input floats under every pixel into [blockPixels][4], so the inner

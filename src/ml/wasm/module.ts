@@ -2,7 +2,7 @@
  * The compiled kernels.c module, instantiated on the linear memory of a tfjs wasm
  * backend, so its functions work on tensors in place. Addresses are byte offsets into
  * that memory (a tensor's `memoryOffset`). One instance is made per backend memory and
- * reused; the memory may grow between calls, which the instance sees.
+ * reused. The memory may grow between calls, and the instance then uses the grown memory.
  *
  * The relaxed-SIMD build is used where the engine accepts it, unless
  * OCTFLOW_SIMD_KERNELS=simd asks for the plain SIMD build. Its fused multiply-adds round
@@ -171,8 +171,8 @@ interface EmscriptenBackend {
 }
 
 /**
- * Which build of kernels.c runs: "relaxed-fma" (relaxed SIMD, multiply-adds fused),
- * "relaxed" (relaxed SIMD, rounded twice) or "simd" (plain SIMD).
+ * Build of kernels.c in use: "relaxed-fma" (relaxed SIMD, multiply-adds fused), "relaxed"
+ * (relaxed SIMD, rounded twice) or "simd" (plain SIMD).
  */
 export type SimdKernelVariant = "relaxed-fma" | "relaxed" | "simd"
 
@@ -209,7 +209,7 @@ function compiledKernels(): { readonly module: object; readonly variant: SimdKer
   return compiled
 }
 
-/** The build of kernels.c that this process uses; see SimdKernelVariant. */
+/** Returns the build of kernels.c that this process uses, compiling it on first use; see SimdKernelVariant. */
 export function simdKernelVariant(): SimdKernelVariant {
   return compiledKernels().variant
 }
