@@ -63,32 +63,48 @@ interface KernelArgs {
   attrs: tf.NamedAttrMap
 }
 
-function resizeNearestNeighborGradWasm(args: KernelArgs): tf.TensorInfo {
+/**
+ * Runs `kernel` (resize_nearest or resize_nearest_grad of the SIMD module) from `source` into
+ * `target` with the row and column index maps of an inH x inW image resized to outH x outW.
+ */
+function runWithIndexMaps(
+  args: KernelArgs,
+  kernel: "resize_nearest" | "resize_nearest_grad",
+  source: tf.TensorInfo,
+  target: tf.TensorInfo,
+  shape: { readonly batchSize: number; readonly inHeight: number; readonly inWidth: number; readonly channels: number },
+  outHeight: number,
+  outWidth: number
+): void {
   const backend = asHeapBackend(args.backend)
-  const images = args.inputs.images as tf.TensorInfo
-  const dyInfo = args.inputs.dy as tf.TensorInfo
   const attrs = args.attrs as unknown as ResizeGradAttrs
-  const [batchSize, inHeight, inWidth, channels] = images.shape as unknown as ImageShape
-  const [, outHeight, outWidth] = dyInfo.shape as unknown as ImageShape
   const indices = backend.makeOutput([outHeight + outWidth], "int32")
   const indexView = backend.typedArrayFromHeap(indices) as Int32Array
-  indexView.set(sourceIndices(inHeight, outHeight, attrs))
-  indexView.set(sourceIndices(inWidth, outWidth, attrs), outHeight)
-  const out = backend.makeOutput([...images.shape], "float32")
+  indexView.set(sourceIndices(shape.inHeight, outHeight, attrs))
+  indexView.set(sourceIndices(shape.inWidth, outWidth, attrs), outHeight)
   const indexAddress = addressOf(args.backend, indices)
-  simdKernelsFor(args.backend).resize_nearest_grad(
-    addressOf(args.backend, dyInfo),
-    addressOf(args.backend, out),
+  simdKernelsFor(args.backend)[kernel](
+    addressOf(args.backend, source),
+    addressOf(args.backend, target),
     indexAddress,
     indexAddress + 4 * outHeight,
-    batchSize,
-    inHeight,
-    inWidth,
-    channels,
+    shape.batchSize,
+    shape.inHeight,
+    shape.inWidth,
+    shape.channels,
     outHeight,
     outWidth
   )
   args.backend.disposeData(indices.dataId)
+}
+
+function resizeNearestNeighborGradWasm(args: KernelArgs): tf.TensorInfo {
+  const images = args.inputs.images as tf.TensorInfo
+  const dyInfo = args.inputs.dy as tf.TensorInfo
+  const [batchSize, inHeight, inWidth, channels] = images.shape as unknown as ImageShape
+  const [, outHeight, outWidth] = dyInfo.shape as unknown as ImageShape
+  const out = asHeapBackend(args.backend).makeOutput([...images.shape], "float32")
+  runWithIndexMaps(args, "resize_nearest_grad", dyInfo, out, { batchSize, inHeight, inWidth, channels }, outHeight, outWidth)
   return out
 }
 
@@ -105,32 +121,13 @@ function resizeNearestNeighborGradCpu(args: KernelArgs): tf.TensorInfo {
 /** The forward resize on wasm, through the same index mapping; dtypes other than float32 and int32 go to the package. */
 function resizeNearestNeighborWasm(args: KernelArgs): tf.TensorInfo {
   const images = args.inputs.images as tf.TensorInfo
-  const attrs = args.attrs as unknown as ResizeGradAttrs & { readonly size: [number, number] }
   if (images.dtype !== "float32" && images.dtype !== "int32") {
     return callOriginalKernel(tf.ResizeNearestNeighbor, "wasm", args) as tf.TensorInfo
   }
-  const backend = asHeapBackend(args.backend)
   const [batchSize, inHeight, inWidth, channels] = images.shape as unknown as ImageShape
-  const [outHeight, outWidth] = attrs.size
-  const indices = backend.makeOutput([outHeight + outWidth], "int32")
-  const indexView = backend.typedArrayFromHeap(indices) as Int32Array
-  indexView.set(sourceIndices(inHeight, outHeight, attrs))
-  indexView.set(sourceIndices(inWidth, outWidth, attrs), outHeight)
-  const out = backend.makeOutput([batchSize, outHeight, outWidth, channels], images.dtype)
-  const indexAddress = addressOf(args.backend, indices)
-  simdKernelsFor(args.backend).resize_nearest(
-    addressOf(args.backend, images),
-    addressOf(args.backend, out),
-    indexAddress,
-    indexAddress + 4 * outHeight,
-    batchSize,
-    inHeight,
-    inWidth,
-    channels,
-    outHeight,
-    outWidth
-  )
-  args.backend.disposeData(indices.dataId)
+  const [outHeight, outWidth] = (args.attrs as unknown as { readonly size: [number, number] }).size
+  const out = asHeapBackend(args.backend).makeOutput([batchSize, outHeight, outWidth, channels], images.dtype)
+  runWithIndexMaps(args, "resize_nearest", images, out, { batchSize, inHeight, inWidth, channels }, outHeight, outWidth)
   return out
 }
 

@@ -672,6 +672,40 @@ void batch_norm_inference(const float* x, const float* mean, const float* varian
 }
 
 /*
+ * Per column of two rows x cols matrices a and x: out[j] = sum over i of
+ * (a[i][j] - aMean[j]) * (x[i][j] - xMean[j]), where a null aMean is 0. Rows are added in
+ * blocks of 256, as in sum_rows.
+ */
+static void centred_column_products(const float* a, const float* aMean, const float* x, const float* xMean, float* out, int rows,
+                                    int cols) {
+  for (int j = 0; j < cols; j++) out[j] = 0.0f;
+  for (int first = 0; first < rows; first += 256) {
+    int last = first + 256 < rows ? first + 256 : rows;
+    int j = 0;
+    for (; j + 4 <= cols; j += 4) {
+      v128_t aCentre = aMean ? wasm_v128_load(aMean + j) : wasm_f32x4_splat(0.0f);
+      v128_t xCentre = wasm_v128_load(xMean + j);
+      v128_t block = wasm_f32x4_splat(0.0f);
+      const float* p = a + first * cols + j;
+      const float* q = x + first * cols + j;
+      for (int i = first; i < last; i++, p += cols, q += cols) {
+        v128_t d = wasm_f32x4_sub(wasm_v128_load(p), aCentre);
+        block = wasm_f32x4_add(block, wasm_f32x4_mul(d, wasm_f32x4_sub(wasm_v128_load(q), xCentre)));
+      }
+      wasm_v128_store(out + j, wasm_f32x4_add(wasm_v128_load(out + j), block));
+    }
+    for (; j < cols; j++) {
+      float aCentre = aMean ? aMean[j] : 0.0f;
+      float block = 0.0f;
+      const float* p = a + first * cols + j;
+      const float* q = x + first * cols + j;
+      for (int i = first; i < last; i++, p += cols, q += cols) block += (*p - aCentre) * (*q - xMean[j]);
+      out[j] += block;
+    }
+  }
+}
+
+/*
  * Batch normalisation in training over the rows of a rows x cols matrix (an NHWC tensor
  * with cols channels): mean and variance (population, as tf.moments) per column, then
  * y = (x - mean) * gamma / sqrt(variance + epsilon) + beta. Sums run in blocks of 256
@@ -681,33 +715,8 @@ EXPORT(batch_norm_training)
 void batch_norm_training(const float* x, const float* gamma, const float* beta, float* y, float* mean, float* variance,
                          float* scratch, int rows, int cols, float epsilon) {
   sum_rows(x, mean, rows, cols);
-  for (int j = 0; j < cols; j++) {
-    mean[j] = mean[j] / (float)rows;
-    variance[j] = 0.0f;
-  }
-  for (int first = 0; first < rows; first += 256) {
-    int last = first + 256 < rows ? first + 256 : rows;
-    int j = 0;
-    for (; j + 4 <= cols; j += 4) {
-      v128_t centre = wasm_v128_load(mean + j);
-      v128_t block = wasm_f32x4_splat(0.0f);
-      const float* p = x + first * cols + j;
-      for (int i = first; i < last; i++, p += cols) {
-        v128_t d = wasm_f32x4_sub(wasm_v128_load(p), centre);
-        block = wasm_f32x4_add(block, wasm_f32x4_mul(d, d));
-      }
-      wasm_v128_store(variance + j, wasm_f32x4_add(wasm_v128_load(variance + j), block));
-    }
-    for (; j < cols; j++) {
-      float block = 0.0f;
-      const float* p = x + first * cols + j;
-      for (int i = first; i < last; i++, p += cols) {
-        float d = *p - mean[j];
-        block += d * d;
-      }
-      variance[j] += block;
-    }
-  }
+  for (int j = 0; j < cols; j++) mean[j] = mean[j] / (float)rows;
+  centred_column_products(x, mean, x, mean, variance, rows, cols);
   for (int j = 0; j < cols; j++) variance[j] = variance[j] / (float)rows;
   batch_norm_inference(x, mean, variance, gamma, beta, y, scratch, rows, cols, epsilon);
 }
@@ -724,28 +733,7 @@ EXPORT(batch_norm_training_grad)
 void batch_norm_training_grad(const float* dy, const float* x, const float* gamma, const float* mean, const float* variance,
                               float* dx, float* dgamma, float* dbeta, float* scratch, int rows, int cols, float epsilon) {
   sum_rows(dy, dbeta, rows, cols);
-  for (int j = 0; j < cols; j++) dgamma[j] = 0.0f;
-  for (int first = 0; first < rows; first += 256) {
-    int last = first + 256 < rows ? first + 256 : rows;
-    int j = 0;
-    for (; j + 4 <= cols; j += 4) {
-      v128_t centre = wasm_v128_load(mean + j);
-      v128_t block = wasm_f32x4_splat(0.0f);
-      const float* g = dy + first * cols + j;
-      const float* p = x + first * cols + j;
-      for (int i = first; i < last; i++, g += cols, p += cols) {
-        block = wasm_f32x4_add(block, wasm_f32x4_mul(wasm_v128_load(g), wasm_f32x4_sub(wasm_v128_load(p), centre)));
-      }
-      wasm_v128_store(dgamma + j, wasm_f32x4_add(wasm_v128_load(dgamma + j), block));
-    }
-    for (; j < cols; j++) {
-      float block = 0.0f;
-      const float* g = dy + first * cols + j;
-      const float* p = x + first * cols + j;
-      for (int i = first; i < last; i++, g += cols, p += cols) block += *g * (*p - mean[j]);
-      dgamma[j] += block;
-    }
-  }
+  centred_column_products(dy, 0, x, mean, dgamma, rows, cols);
   float* gain = scratch;
   float* offset = scratch + cols;
   float* slope = scratch + 2 * cols;
