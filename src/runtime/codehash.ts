@@ -2,7 +2,9 @@
  * Code identity of a stage: the SHA-256 of its module and every project module it imports
  * (relative imports, transitively), each first passed through esbuild with whitespace
  * minification, which drops comments and formatting, so a comment edit changes nothing.
- * Modules of the runtime itself are left out because they do not change stage results.
+ * A module that another refers to as `new URL("./file.ts", import.meta.url)`, as worker
+ * threads are started, counts as imported too. Modules of the runtime itself are left
+ * out because they do not change stage results.
  *
  * Starting esbuild's service costs tens of milliseconds, so each module's hash is cached in
  * memory and across runs in `dist/code-hashes.json`, keyed by the file's identity (device,
@@ -28,6 +30,8 @@ export interface CodeIdentity {
 }
 
 const importPattern = /(?:\bfrom|\bimport)\s*\(?\s*["'](\.{1,2}\/[^"']+)["']/g
+/** A module URL relative to the referring module, such as a worker thread's entry; code files only. */
+const moduleUrlPattern = /\bnew URL\(\s*["'](\.{1,2}\/[^"']+\.(?:[cm]?[jt]s|json))["']\s*,\s*import\.meta\.url\s*\)/g
 
 interface ModuleEntry {
   /** Device, inode, size, mtime and ctime (ns) of the file when it was read. */
@@ -41,7 +45,7 @@ interface ModuleEntry {
 }
 
 /** Version of the cache file's format and of what its hashes mean. Bump it when either changes. */
-const cacheFormat = 1
+const cacheFormat = 2
 const cacheFile = join(runtimeDir, "..", "..", "dist", "code-hashes.json")
 
 interface CacheFile {
@@ -122,7 +126,7 @@ function hashModule(path: string, key: string): ModuleEntry {
     const { transformSync } = require("esbuild") as typeof import("esbuild")
     code = transformSync(text, { loader: loaderFor(path), minifyWhitespace: true, legalComments: "none", format: "esm" }).code
   }
-  const specifiers = [...code.matchAll(importPattern)].map((match) => match[1]!)
+  const specifiers = [...code.matchAll(importPattern), ...code.matchAll(moduleUrlPattern)].map((match) => match[1]!)
   return { key, source, hash: createHash("sha256").update(code).digest("hex"), specifiers }
 }
 

@@ -113,6 +113,21 @@ describe("codeIdentity", () => {
     expect(Object.keys(identity.modules).sort()).toEqual(["numbers.ts", "scale.ts"])
   })
 
+  it("follows worker module URLs", () => {
+    const dir = copyModules()
+    writeFileSync(
+      join(dir, "lib/helper.ts"),
+      `import { Worker } from "node:worker_threads"\n` +
+        `const data = new URL("../data/", import.meta.url)\n` +
+        `export const helper = () => new Worker(new URL("./worker.ts", import.meta.url), { workerData: data.href })\n`
+    )
+    writeFileSync(join(dir, "lib/worker.ts"), `export const work = (x: number) => x * 2\n`)
+    const before = codeIdentity(join(dir, "stage.ts"))
+    expect(Object.keys(before.modules).sort()).toEqual(["lib/helper.ts", "lib/worker.ts", "stage.ts"])
+    writeFileSync(join(dir, "lib/worker.ts"), `export const work = (x: number) => x * 3\n`)
+    expect(codeIdentity(join(dir, "stage.ts")).hash).not.toBe(before.hash)
+  })
+
   it("reads the module text, not a cache", () => {
     const dir = copyModules()
     const path = join(dir, "stage.ts")
