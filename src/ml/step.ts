@@ -79,6 +79,20 @@ export function setDropoutSeeds(model: tfl.LayersModel, seed: number, step: numb
   }
 }
 
+/** Returns the seed of each dropout layer, to put back with restoreDropoutSeeds. */
+export function dropoutSeedsOf(model: tfl.LayersModel): Array<number> {
+  return dropoutLayers(model).map((layer) => (layer as unknown as { seed: number }).seed)
+}
+
+/**
+ * Puts back dropout seeds read by dropoutSeedsOf. The seeds are part of each Dropout
+ * layer's config in a saved model.json, so the trainer restores the build's seeds after
+ * every step: a saved model then does not depend on which thread ran the last micro-batch.
+ */
+export function restoreDropoutSeeds(model: tfl.LayersModel, seeds: ReadonlyArray<number>): void {
+  for (const [index, layer] of dropoutLayers(model).entries()) (layer as unknown as { seed: number }).seed = seeds[index]!
+}
+
 /** Computes the U-Net's loss on one (micro-)batch: segmentation loss plus any adversarial term. */
 export function generatorObjective(networks: NetworkPair, config: TrainConfig, chunk: BatchTensors): tf.Scalar {
   const probabilities = networks.model.apply(chunk.x, { training: true }) as tf.Tensor4D

@@ -32,9 +32,11 @@ import {
   type BatchTensors,
   buildNetworkPair,
   chunkGradients,
+  dropoutSeedsOf,
   generatorObjective,
   type NetworkPair,
   restore,
+  restoreDropoutSeeds,
   setDropoutSeeds,
   snapshot,
   splitBatch,
@@ -253,6 +255,8 @@ function writeAccBeta(optimizer: tf.AdamOptimizer, values: ReadonlyArray<number>
 interface Networks extends NetworkPair {
   readonly optimizer: tf.AdamOptimizer
   readonly discriminatorOptimizer?: tf.AdamOptimizer
+  /** The U-Net's dropout seeds as built, restored after every step. */
+  readonly dropoutSeeds: ReadonlyArray<number>
 }
 
 interface StepResult {
@@ -391,6 +395,7 @@ async function trainStep(
   }
   const generatorStep = networks.discriminator === undefined ? step : 2 * step
   const loss = await generatorUpdate(networks, config, batch, seed, generatorStep, replicas, whileWaiting)
+  restoreDropoutSeeds(model, networks.dropoutSeeds)
   return dLoss === undefined ? { loss } : { loss, discriminatorLoss: dLoss }
 }
 
@@ -490,6 +495,7 @@ function buildNetworks(config: TrainConfig, seed: number): Networks {
   const pair = buildNetworkPair(config, seed)
   return {
     ...pair,
+    dropoutSeeds: dropoutSeedsOf(pair.model),
     optimizer: makeAdam(config.optimizer),
     ...(pair.discriminator === undefined ? {} : { discriminatorOptimizer: makeAdam(config.optimizer) })
   }

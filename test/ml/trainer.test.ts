@@ -226,14 +226,18 @@ describe("train on cpu", () => {
         threads
       })
       const weights = flatWeights(result.model)
+      const topology = JSON.stringify(result.model.toJSON(null, false))
       result.model.dispose()
-      return { weights, losses: result.history.map((epoch) => epoch.loss) }
+      return { weights, topology, losses: result.history.map((epoch) => epoch.loss) }
     }
     const one = await run(1)
     const two = await run(2)
     const three = await run(3)
     expect(two.losses).toEqual(one.losses)
     expect(three.losses).toEqual(one.losses)
+    // The saved model.json holds each Dropout layer's seed, which must not depend on threads either.
+    expect(two.topology).toBe(one.topology)
+    expect(three.topology).toBe(one.topology)
     expect(Buffer.from(two.weights.buffer).equals(Buffer.from(one.weights.buffer))).toBe(true)
     expect(Buffer.from(three.weights.buffer).equals(Buffer.from(one.weights.buffer))).toBe(true)
   })
