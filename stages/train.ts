@@ -16,7 +16,7 @@ import { validationSplit } from "../src/split/split.ts"
 import { readMetaImage } from "../src/volume/metaimage.ts"
 import type { CaseInfo } from "./preprocess.ts"
 import { readSplitFile } from "./split.ts"
-import { computeThreads, plannedBackend } from "./support/backend.ts"
+import { computeThreads, plannedBackend, threadsWarning } from "./support/backend.ts"
 import { attempt, attemptPromise } from "./support/effect.ts"
 import { MixedSchemeError } from "./support/errors.ts"
 
@@ -118,8 +118,14 @@ export const train = Stage.make({
 
       const { initBackend } = yield* attemptPromise(() => import("../src/ml/backend.ts"))
       const backend = yield* attemptPromise(() => initBackend({ backend: ctx.environment.backend }))
-      ctx.log("info", "tfjs backend", { backend: backend.name, version: backend.version, threads: backend.threads })
+      ctx.log("info", "tfjs backend", {
+        backend: backend.name,
+        version: backend.version,
+        ...(backend.simdKernels === undefined ? {} : { simdKernels: backend.simdKernels })
+      })
       const threads = yield* attempt(() => computeThreads())
+      const tooMany = threadsWarning(threads)
+      if (tooMany !== undefined) ctx.log("warn", "more threads than cores, which slows training down", tooMany)
       const passes = params.microBatchSize > 0 ? Math.ceil(params.batchSize / params.microBatchSize) : 1
       ctx.log("info", "training threads", { threads: Math.min(threads, passes), passesPerBatch: passes })
 

@@ -93,8 +93,8 @@ const runFlags = {
     Flag.withDescription("TensorFlow.js backend: tensorflow-gpu, tensorflow, wasm or cpu (default: the first that loads)"),
     Flag.optional
   ),
-  threads: Flag.Int("threads").pipe(
-    Flag.withDescription("Threads that training and inference use on the wasm and cpu backends (default: one per core)"),
+  threads: Flag.String("threads").pipe(
+    Flag.withDescription("Threads that training and inference use on the wasm and cpu backends, 1 to 256 (default: one per core)"),
     Flag.optional
   ),
   exclude: Flag.String("exclude").pipe(
@@ -117,14 +117,17 @@ function parseForce(value: string | undefined): boolean | ReadonlyArray<string> 
 
 /**
  * Passes --backend and --threads on through OCTFLOW_BACKEND and OCTFLOW_THREADS, which the
- * stages read, in this process and in worker threads.
+ * stages read, in this process and in worker threads. The thread count, from either, is
+ * checked here, before any stage runs.
  */
-function setComputeEnvironment(backend: string | undefined, threads: number | undefined): void {
-  if (threads !== undefined && (!Number.isInteger(threads) || threads < 1)) {
-    throw new InvalidFlag({ flag: "--threads", value: String(threads), expected: "an integer of at least 1" })
-  }
+async function setComputeEnvironment(backend: string | undefined, threads: string | undefined): Promise<void> {
   if (backend !== undefined) process.env.OCTFLOW_BACKEND = backend
-  if (threads !== undefined) process.env.OCTFLOW_THREADS = String(threads)
+  if (threads !== undefined) process.env.OCTFLOW_THREADS = threads
+  const value = process.env.OCTFLOW_THREADS
+  if (value !== undefined && value !== "") {
+    const { parseThreads } = await import("../../stages/support/threads.ts")
+    parseThreads(value)
+  }
 }
 
 async function toRunOptions(flags: RunFlagValues, targets: ReadonlyArray<string>): Promise<RunOptions> {
@@ -132,7 +135,7 @@ async function toRunOptions(flags: RunFlagValues, targets: ReadonlyArray<string>
   if (!Number.isInteger(flags.jobs) || flags.jobs < 1) {
     throw new InvalidFlag({ flag: "--jobs", value: String(flags.jobs), expected: "an integer of at least 1" })
   }
-  setComputeEnvironment(Option.getOrUndefined(flags.backend), Option.getOrUndefined(flags.threads))
+  await setComputeEnvironment(Option.getOrUndefined(flags.backend), Option.getOrUndefined(flags.threads))
   return {
     workflow: await loadWorkflow(flags.workflow),
     workspace: flags.workspace,
@@ -255,7 +258,7 @@ const predict = Command.make("predict", {
     Flag.withDefault(false)
   )
 }, (flags) => action(async () => {
-  setComputeEnvironment(Option.getOrUndefined(flags.backend), Option.getOrUndefined(flags.threads))
+  await setComputeEnvironment(Option.getOrUndefined(flags.backend), Option.getOrUndefined(flags.threads))
   const [{ predictScan }, { formatSummary, ProgressReporter }] = await Promise.all([import("./predict.ts"), loadProgress()])
   const progress = new ProgressReporter()
   const started = Date.now()

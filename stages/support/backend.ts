@@ -11,6 +11,9 @@ import { existsSync, readdirSync, readFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import { availableParallelism } from "node:os"
 import { type SimdKernelVariant, simdKernelVariant } from "../../src/ml/wasm/module.ts"
+import { parseThreads } from "./threads.ts"
+
+export { InvalidThreadsError, maxThreads, parseThreads } from "./threads.ts"
 import { dirname, join } from "node:path"
 
 /** The names src/ml/backend.ts accepts; repeated here because importing it loads tfjs. */
@@ -77,13 +80,6 @@ export const plannedBackend = (): {
   return backend === "wasm" ? { backend, backendVersion: version, simdKernels: simdKernelVariant() } : { backend, backendVersion: version }
 }
 
-export class InvalidThreadsError extends Error {
-  readonly _tag = "InvalidThreadsError"
-  constructor(readonly value: string) {
-    super(`OCTFLOW_THREADS is "${value}"; expected a positive integer (threads for training and inference), or unset for one per core`)
-  }
-}
-
 /**
  * Threads that train and evaluate compute on: `OCTFLOW_THREADS` when set, else one per
  * core. Results do not depend on it, so it is not part of any fingerprint.
@@ -91,7 +87,11 @@ export class InvalidThreadsError extends Error {
 export const computeThreads = (): number => {
   const value = process.env.OCTFLOW_THREADS
   if (value === undefined || value === "") return availableParallelism()
-  const threads = Number(value)
-  if (!Number.isInteger(threads) || threads < 1) throw new InvalidThreadsError(value)
-  return threads
+  return parseThreads(value)
+}
+
+/** A warning for the stage log when `threads` exceeds the cores, else undefined. */
+export const threadsWarning = (threads: number): { threads: number; cores: number } | undefined => {
+  const cores = availableParallelism()
+  return threads > cores ? { threads, cores } : undefined
 }

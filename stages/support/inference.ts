@@ -12,6 +12,7 @@ import type { Predictor } from "../../src/eval/infer.ts"
 import type { BackendInfo } from "../../src/ml/backend.ts"
 import type { UnetConfig } from "../../src/ml/unet.ts"
 import type { StageLog } from "../../src/runtime/stage.ts"
+import { threadsWarning } from "./backend.ts"
 import { attempt, attemptPromise } from "./effect.ts"
 
 /** Tile params of the evaluate and predict stages. */
@@ -71,7 +72,13 @@ export const loadTiledPredictor = (options: {
   Effect.gen(function* () {
     const { initBackend } = yield* attemptPromise(() => import("../../src/ml/backend.ts"))
     const backend = yield* attemptPromise(() => initBackend({ backend: options.backendName }))
-    options.log("info", "tfjs backend", { backend: backend.name, version: backend.version })
+    options.log("info", "tfjs backend", {
+      backend: backend.name,
+      version: backend.version,
+      ...(backend.simdKernels === undefined ? {} : { simdKernels: backend.simdKernels })
+    })
+    const tooMany = threadsWarning(options.threads)
+    if (tooMany !== undefined) options.log("warn", "more threads than cores, which slows inference down and holds a model per thread", tooMany)
     const { loadModel } = yield* attemptPromise(() => import("../../src/ml/model-io.ts"))
     const { predictorFromModel } = yield* attemptPromise(() => import("../../src/eval/infer.ts"))
     const { buildUnetForInput } = yield* attemptPromise(() => import("../../src/ml/unet.ts"))

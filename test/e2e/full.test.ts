@@ -125,6 +125,18 @@ describe("workflow full on the sample", () => {
   it("rejects zero threads", () => {
     const result = full("--threads", "0")
     expect(result.status).toBe(2)
-    expect(result.stderr).toContain("Invalid value 0 for --threads: expected an integer of at least 1.")
+    expect(result.stderr).toContain('OCTFLOW_THREADS (or --threads) is "0"; expected an integer from 1 to 256')
+  })
+
+  it("checks OCTFLOW_THREADS before running", () => {
+    const result = spawnSync(process.execPath, ["bin/octflow.mjs", "full", "--profile", "ci", "--workspace", workspace], {
+      cwd: repoRoot,
+      encoding: "utf8",
+      env: { ...process.env, OCTFLOW_BACKEND: "wasm", OCTFLOW_THREADS: "two" }
+    })
+    expect(result.status).toBe(2)
+    expect(result.stderr).toContain('OCTFLOW_THREADS (or --threads) is "two"')
+    // Rejected before planning, so no run was recorded.
+    expect(result.stderr).not.toContain("run 2")
   })
 })

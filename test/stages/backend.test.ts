@@ -20,11 +20,16 @@ describe("computeThreads", () => {
     expect(computeThreads()).toBe(3)
   })
 
-  for (const value of ["0", "-1", "1.5", "two"]) {
+  it("accepts up to 256", () => {
+    process.env.OCTFLOW_THREADS = "256"
+    expect(computeThreads()).toBe(256)
+  })
+
+  for (const value of ["0", "-1", "1.5", "two", " ", "257"]) {
     it(`rejects ${value}`, () => {
       process.env.OCTFLOW_THREADS = value
       expect(() => computeThreads()).toThrow(InvalidThreadsError)
-      expect(() => computeThreads()).toThrow(`OCTFLOW_THREADS is "${value}"`)
+      expect(() => computeThreads()).toThrow(`OCTFLOW_THREADS (or --threads) is "${value}"`)
     })
   }
 })
