@@ -46,7 +46,8 @@ export class ScanVendorError extends Data.TaggedError("ScanVendorError")<{
   override get message(): string {
     const problem =
       this.value === null
-        ? `has no vendor: no --vendor was given, its sidecar names none, and its folder "${this.folder}" is not a vendor name`
+        ? `has no vendor: no --vendor was given, its sidecar names none, and the folder "${this.folder}" that contains ` +
+          "it is not a vendor name (as in the RETOUCH layout, Cirrus/TRAIN001/oct.mhd)"
         : `has the vendor "${this.value}", which is not Cirrus, Spectralis or Topcon`
     return `scan ${this.path} ${problem}; pass --vendor Cirrus (or Spectralis, Topcon)`
   }

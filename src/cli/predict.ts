@@ -15,6 +15,7 @@ import { existsSync } from "node:fs"
 import { chmod, copyFile, mkdir, readdir, readFile, realpath, rm } from "node:fs/promises"
 import { basename, join, relative, resolve, sep } from "node:path"
 import * as Data from "effect/Data"
+import { RunFailed } from "../runtime/errors.ts"
 import { runWorkflow, type RunEvent, type RunSummary } from "../runtime/executor.ts"
 import { taskKey } from "../runtime/plan.ts"
 import { hashFiles } from "../runtime/hash.ts"
@@ -345,7 +346,10 @@ export async function predictScan(request: PredictRequest): Promise<PredictOutpu
     reporter: request.reporter,
     updateLatest: false
   })
-  if (summary.error !== undefined) throw summary.error
+  if (summary.error !== undefined) {
+    // predict has one scan and no --exclude, so its failure message suggests none.
+    throw new RunFailed({ failed: summary.error.failed, blocked: summary.error.blocked, suggestExclude: false })
+  }
 
   const outputs = outputsOf(summary, item.key)
   const root = resolve(request.workspace)

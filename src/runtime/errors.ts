@@ -157,12 +157,14 @@ export class StageFailed extends Data.TaggedError("StageFailed")<{
 export class RunFailed extends Data.TaggedError("RunFailed")<{
   readonly failed: ReadonlyArray<StageFailed>
   readonly blocked: ReadonlyArray<string>
+  /** False for commands without --exclude (predict), whose message then suggests none. */
+  readonly suggestExclude?: boolean
 }> {
   override get message() {
     const blocked = this.blocked.length === 0 ? "" : `\nNot run because an upstream stage failed: ${this.blocked.join(", ")}`
     const items = [...new Set(this.failed.flatMap((f) => f.failures.map((failure) => failure.item)))]
     const hint =
-      this.blocked.length === 0 || items.includes(null)
+      this.suggestExclude === false || this.blocked.length === 0 || items.includes(null)
         ? ""
         : `\nFix the items above, or run without them: ${items.map((item) => `--exclude '${item}'`).join(" ")}`
     return this.failed.map((f) => f.message).join("\n") + blocked + hint

@@ -246,7 +246,16 @@ describe("workflow predict", () => {
     const result = predict(looseScan)
     expect(result.status).toBe(2)
     expect(result.stderr).toContain(looseScan)
+    expect(result.stderr).toContain('the folder "loose" that contains it is not a vendor name')
     expect(result.stderr).toContain("pass --vendor")
+  })
+
+  it("a failed scan suggests no --exclude", () => {
+    // A Cirrus volume's B-scan height does not fit Spectralis, so prepare fails.
+    const result = predict(newCirrus, "--vendor", "Spectralis")
+    expect(result.status).toBe(1)
+    expect(result.stderr).toContain("Not run because an upstream stage failed")
+    expect(result.stderr).not.toContain("--exclude")
   })
 
   it("rejects an unknown model", () => {
