@@ -129,11 +129,20 @@ export interface LineageRow {
   readonly code_hash: string | null
 }
 
+/** A resolved artifact reference: its hash, and the run named by a path under `runs/<id>/`. */
+interface ArtifactRef {
+  readonly hash: string
+  readonly runId: string | null
+}
+
 /** Resolve an artifact reference: a hash or hash prefix, an object path, or a path under runs/ or latest/. */
-async function resolveArtifact(session: WorkspaceSession, ref: string): Promise<string> {
+async function resolveArtifact(session: WorkspaceSession, ref: string): Promise<ArtifactRef> {
   let hash = ref
+  let runId: string | null = null
   if (ref.includes("/") || ref.includes(sep)) {
     let path = isAbsolute(ref) ? ref : resolve(ref)
+    const underRuns = relative(session.ws.runs, path).split(sep)
+    if (underRuns.length > 1 && underRuns[0] !== ".." && !isAbsolute(underRuns[0]!)) runId = underRuns[0]!
     try {
       const target = await readlink(path)
       path = resolve(dirname(path), target)
@@ -144,29 +153,79 @@ async function resolveArtifact(session: WorkspaceSession, ref: string): Promise<
     const byPath = await session.db.all<{ hash: string }>(
       "SELECT hash FROM artifacts WHERE path = $1 OR path = $2 LIMIT 1", [relativePath, path]
     )
-    if (byPath[0] !== undefined) return byPath[0].hash
+    if (byPath[0] !== undefined) return { hash: byPath[0].hash, runId }
     hash = basename(path).replace(/\..*$/, "")
   }
   if (!/^[0-9a-f]{4,64}$/.test(hash)) throw new ArtifactNotFound({ ref })
   const rows = await session.db.all<{ hash: string }>("SELECT DISTINCT hash FROM artifacts WHERE hash LIKE $1 || '%' LIMIT 2", [hash])
   if (rows.length !== 1) throw new ArtifactNotFound({ ref })
-  return rows[0]!.hash
+  return { hash: rows[0]!.hash, runId }
 }
 
-/** Ancestors (upstream) or descendants (downstream) of one artifact, nearest first. */
+/** The run a lineage question is about: the one named by the path, else the newest run that used the artifact. */
+async function contextRun(session: WorkspaceSession, artifact: ArtifactRef): Promise<string | null> {
+  if (artifact.runId !== null) return artifact.runId
+  const rows = await session.db.all<{ run_id: string }>(
+    `SELECT t.run_id FROM run_tasks t JOIN artifacts a ON a.execution_id = t.execution_id JOIN runs r ON r.id = t.run_id
+     WHERE a.hash = $1 ORDER BY r.started DESC LIMIT 1`,
+    [artifact.hash]
+  )
+  return rows[0]?.run_id ?? null
+}
+
+const lineageColumns = `h.depth::INTEGER AS depth, a.hash, a.kind, a.stage, a.port, a.item, a.path,
+       a.execution_id::INTEGER AS execution_id, e.params::VARCHAR AS params, e.code_hash`
+
+/**
+ * Ancestors (upstream) or descendants (downstream) of one artifact, nearest first.
+ *
+ * Upstream follows one producing execution per artifact. Identical content can come from
+ * several executions (a rerun with the same result, or predict preparing a scan exactly
+ * as the study's preprocess did), so the producer is the execution that the context run
+ * used, else the newest successful one. The context run is the one in the path
+ * (`runs/<id>/...`), else the newest run that used the artifact. A source file is listed
+ * under the item that read it. Downstream lists every execution, in any run, that read the
+ * artifact or something made from it.
+ */
 export function lineage(workspace: string, ref: string, direction: "upstream" | "downstream"): Promise<{ hash: string; rows: Array<LineageRow> }> {
   return withRead(workspace, async (session) => {
-    const hash = await resolveArtifact(session, ref)
-    const macro = direction === "upstream" ? "upstream_of" : "downstream_of"
+    const artifact = await resolveArtifact(session, ref)
+    if (direction === "downstream") {
+      const rows = await session.db.all<LineageRow>(
+        `WITH hits AS (SELECT hash, depth FROM downstream_of($1) UNION ALL SELECT $1, 0)
+         SELECT DISTINCT ${lineageColumns}
+         FROM hits h JOIN artifacts a ON a.hash = h.hash LEFT JOIN executions e ON e.id = a.execution_id
+         ORDER BY depth, a.stage, a.item, a.port`,
+        [artifact.hash]
+      )
+      return { hash: artifact.hash, rows }
+    }
+    const runId = await contextRun(session, artifact)
     const rows = await session.db.all<LineageRow>(
-      `WITH hits AS (SELECT hash, depth FROM ${macro}($1) UNION ALL SELECT $1, 0)
-       SELECT DISTINCT h.depth::INTEGER AS depth, a.hash, a.kind, a.stage, a.port, a.item, a.path,
-              a.execution_id::INTEGER AS execution_id, e.params::VARCHAR AS params, e.code_hash
-       FROM hits h JOIN artifacts a ON a.hash = h.hash LEFT JOIN executions e ON e.id = a.execution_id
-       ORDER BY depth, a.stage, a.item, a.port`,
-      [hash]
+      `WITH RECURSIVE
+         run_executions AS (SELECT DISTINCT execution_id AS id FROM run_tasks WHERE run_id = $2),
+         producer AS (
+           SELECT a.hash,
+                  coalesce(max(CASE WHEN a.execution_id IN (SELECT id FROM run_executions) THEN a.execution_id END),
+                           max(a.execution_id)) AS execution_id
+           FROM artifacts a JOIN executions e ON e.id = a.execution_id AND e.status = 'ok'
+           GROUP BY a.hash),
+         up(hash, item, depth) AS (
+           SELECT $1, NULL::VARCHAR, 0
+           UNION
+           SELECT l.hash, l.item, up.depth + 1
+           FROM up JOIN producer p ON p.hash = up.hash JOIN lineage l ON l.execution_id = p.execution_id),
+         h AS (SELECT hash, item, min(depth) AS depth FROM up GROUP BY hash, item)
+       SELECT DISTINCT ${lineageColumns}
+       FROM h LEFT JOIN producer p ON p.hash = h.hash
+       JOIN artifacts a ON a.hash = h.hash
+         AND (a.execution_id = p.execution_id
+              OR (p.execution_id IS NULL AND a.execution_id IS NULL AND (h.item IS NULL OR a.item = h.item)))
+       LEFT JOIN executions e ON e.id = a.execution_id
+       ORDER BY depth, execution_id DESC NULLS LAST, a.item, a.port`,
+      [artifact.hash, runId]
     )
-    return { hash, rows }
+    return { hash: artifact.hash, rows }
   })
 }
 

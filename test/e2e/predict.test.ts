@@ -124,6 +124,25 @@ describe("workflow predict", () => {
     expect(result.stdout).toContain(`warning: this scan is the model's training case ${trainingCase}`)
   })
 
+  it("study lineage leaves out predict's copies", { timeout: 5 * 60_000 }, () => {
+    // Predicting a training case prepares it exactly as the study's preprocess did.
+    const shared = query<{ n: number }>(
+      `SELECT count(*)::INTEGER AS n FROM artifacts p JOIN artifacts s ON s.hash = p.hash
+       WHERE p.stage = 'prepare' AND s.stage = 'preprocess'`
+    )
+    expect(shared[0]!.n).toBeGreaterThan(0)
+    const result = cli("lineage", "--json", "--upstream", "--workspace", workspace, join(workspace, "latest", "evaluate", "metrics.json"))
+    expect(result.status).toBe(0)
+    type Row = { stage: string | null; hash: string; port: string | null; item: string | null; path: string; depth: number }
+    const rows = (JSON.parse(result.stdout) as { rows: Array<Row> }).rows
+    expect(rows.filter((row) => row.stage === "prepare")).toEqual([])
+    // Each artifact once: two source headers may share content, so the path is part of the key.
+    const keys = rows.map((row) => `${row.hash} ${row.port} ${row.item} ${row.path}`)
+    expect(new Set(keys).size).toBe(keys.length)
+    const depths = rows.map((row) => row.depth)
+    expect(depths).toEqual([...depths].sort((a, b) => a - b))
+  })
+
   it("writes overlays and metrics", () => {
     const overlay = printedPath(newCirrusRun.stdout, "overlays")
     expect(overlay).toMatch(/NEW001_z\d{3}\.png$/)
