@@ -1,8 +1,9 @@
 /**
  * Explain (and dry-run) a workflow without running anything: for every stage and item,
- * whether it would run or be skipped and why, compared with the newest execution of the
- * same stage and item: which input hash, which param (old -> new), which code module,
- * which environment value or seed changed.
+ * whether it would run or be skipped and why, compared with the closest of the recent
+ * executions of the same stage and item (the one with the fewest differences, the newest
+ * on a tie): which input hash, which param (old -> new), which code module, which
+ * environment value or seed changed.
  */
 import { existsSync } from "node:fs"
 import { resolve } from "node:path"
@@ -64,7 +65,7 @@ async function explainWith(options: RunOptions, session: WorkspaceSession): Prom
   const forced = forcedStages(options.force, plan.selected)
   const tasks = planTasks(plan)
   const cache = await loadCache(session, plan.selected)
-  const last = await loadLastExecutions(session, plan.selected)
+  const recent = await loadRecentExecutions(session, plan.selected)
 
   const known = new Map<string, Readonly<Record<string, StoredObject>>>()
   const entries: Array<ExplainEntry> = []
@@ -83,10 +84,9 @@ async function explainWith(options: RunOptions, session: WorkspaceSession): Prom
     const inputs = resolveInputs(plan, session.ws, task, (stage, item) => known.get(taskKey(stage, item))!)
     const material = materialOf(plan, task, inputs)
     const fingerprint = fingerprintOf(material)
-    const previous = last.get(task.key)
     const entry = cache.get(`${task.stage}\u0000${fingerprint}`)
     const modules = plan.code.get(task.stage)!.modules
-    const decided = await decide(session, task, forced.has(task.stage), entry, previous, material, modules)
+    const decided = await decide(session, task, forced.has(task.stage), entry, recent.get(task.key) ?? [], material, modules)
     if (decided.decision === "skip") known.set(task.key, entry!.outputs)
     entries.push({ stage: task.stage, item: task.item, fingerprint, ...decided })
   }
@@ -95,33 +95,57 @@ async function explainWith(options: RunOptions, session: WorkspaceSession): Prom
 
 async function decide(
   session: WorkspaceSession, task: PlanTask, forced: boolean, entry: CacheEntry | undefined,
-  previous: LastExecution | undefined, material: FingerprintMaterial, modules: Readonly<Record<string, string>>
+  recent: ReadonlyArray<LastExecution>, material: FingerprintMaterial, modules: Readonly<Record<string, string>>
 ): Promise<{ decision: Decision; reasons: Array<string> }> {
   if (forced) return { decision: "run", reasons: ["--force names this stage"] }
+  const newest = recent[0]
   if (entry !== undefined) {
     if (isEntryIntact(session.ws, task.node.stage, entry)) {
-      const reused = previous !== undefined && Number(previous.id) !== entry.executionId
-        ? ` (an earlier setting; the newest execution ${previous.id} had other inputs)`
-        : ""
+      let reused = ""
+      if (newest !== undefined && Number(newest.id) !== entry.executionId) {
+        const difference = diffExecution(newest, material, modules, task.stage)[0] ?? "other inputs"
+        reused = ` (an earlier setting; the newest execution ${newest.id} differs: ${difference})`
+      }
       return { decision: "skip", reasons: [`fingerprint matches execution ${entry.executionId}${reused}`] }
     }
     return { decision: "run", reasons: [`a stored output of execution ${entry.executionId} is missing or has the wrong size`] }
   }
-  if (previous === undefined) return { decision: "run", reasons: ["no earlier execution of this stage and item"] }
-  const reasons = diffExecution(previous, material, modules, task.stage)
-  if (previous.status !== "ok") reasons.unshift(`the newest execution ${previous.id} failed: ${(previous.error ?? "").split("\n")[0]}`)
+  if (newest === undefined) return { decision: "run", reasons: ["no earlier execution of this stage and item"] }
+  // The closest earlier execution explains best what is new: after a run with other params,
+  // a code edit then shows as the code change alone.
+  let closest = { execution: newest, reasons: diffExecution(newest, material, modules, task.stage) }
+  for (const execution of recent.slice(1)) {
+    const reasons = diffExecution(execution, material, modules, task.stage)
+    if (reasons.length < closest.reasons.length) closest = { execution, reasons }
+  }
+  const reasons = [...closest.reasons]
+  if (closest.execution !== newest) reasons.unshift(`compared with execution ${closest.execution.id}, the closest earlier one`)
+  if (closest.execution.status !== "ok") {
+    reasons.unshift(`execution ${closest.execution.id} failed: ${(closest.execution.error ?? "").split("\n")[0]}`)
+  }
   if (reasons.length === 0) reasons.push("the fingerprint format or stage identity changed")
   return { decision: "run", reasons }
 }
 
-async function loadLastExecutions(session: WorkspaceSession, stages: ReadonlyArray<string>): Promise<Map<string, LastExecution>> {
+/** Executions compared per stage and item: enough to find the setting a change was made from. */
+const recentExecutionsCompared = 20
+
+async function loadRecentExecutions(session: WorkspaceSession, stages: ReadonlyArray<string>): Promise<Map<string, Array<LastExecution>>> {
   const rows = await session.db.all<LastExecution>(
     `SELECT id, stage, item, status, error, code_modules, params, environment, inputs, seed FROM executions
      WHERE stage IN (${stages.map((_, i) => `$${i + 1}`).join(",")})
-     QUALIFY row_number() OVER (PARTITION BY stage, item ORDER BY id DESC) = 1`,
+     QUALIFY row_number() OVER (PARTITION BY stage, item ORDER BY id DESC) <= ${recentExecutionsCompared}
+     ORDER BY id DESC`,
     [...stages]
   )
-  return new Map(rows.map((row) => [taskKey(row.stage, row.item), row]))
+  const byTask = new Map<string, Array<LastExecution>>()
+  for (const row of rows) {
+    const key = taskKey(row.stage, row.item)
+    const list = byTask.get(key) ?? []
+    list.push(row)
+    byTask.set(key, list)
+  }
+  return byTask
 }
 
 const short = (value: Json | undefined) => {

@@ -112,7 +112,11 @@ describe("runWorkflow on the synthetic workflow", () => {
     const file = copy.stageFile("stats")
     writeFileSync(file, readFileSync(file, "utf8").replace("+ ctx.params.offset", "+ ctx.params.offset + 1"))
     const entries = await explainWorkflow(base)
-    expect(entries.find((e) => e.stage === "stats")!.reasons).toContain("code module stats.ts changed")
+    const reasons = entries.find((e) => e.stage === "stats")!.reasons
+    expect(reasons).toContain("code module stats.ts changed")
+    // The newest stats executions ran with stats.offset=1; the closest ones had today's params.
+    expect(reasons.filter((reason) => reason.startsWith("param "))).toEqual([])
+    expect(reasons[0]).toMatch(/^compared with execution \d+, the closest earlier one$/)
 
     const summary = await runWorkflow(base)
     expect(ranCounts(summary)).toEqual({ scale: 0, stats: 5, report: 1 })
