@@ -169,9 +169,24 @@ async function explainCommand(options: RunOptions, onlyStages: ReadonlyArray<str
   out(`${count("run")} to run, ${count("pending")} pending on upstream, ${count("skip")} to skip`)
 }
 
+/**
+ * Prints, on Ctrl-C or SIGTERM, what a stopped run keeps: finished tasks are already in the
+ * store and the database, training resumes from its last epoch checkpoint, and the next
+ * run takes over the lock this process leaves. Effect's NodeRuntime then ends the process;
+ * this listener goes first so that the line is written before it does.
+ */
+function reportInterruption(): void {
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    process.prependOnceListener(signal, () => {
+      process.stderr.write(`\noctflow: stopped by ${signal}. Finished tasks are kept; run the same command again to continue.\n`)
+    })
+  }
+}
+
 async function runCommand(flags: RunFlagValues, targets: ReadonlyArray<string>) {
   const options = await toRunOptions(flags, targets)
   if (flags.dryRun) return explainCommand(options, [], false)
+  reportInterruption()
   const [{ runWorkflow }, { formatSummary, ProgressReporter }] = await Promise.all([import("../runtime/executor.ts"), loadProgress()])
   const progress = new ProgressReporter()
   const started = Date.now()
@@ -259,6 +274,7 @@ const predict = Command.make("predict", {
   )
 }, (flags) => action(async () => {
   await setComputeEnvironment(Option.getOrUndefined(flags.backend), Option.getOrUndefined(flags.threads))
+  reportInterruption()
   const [{ predictScan }, { formatSummary, ProgressReporter }] = await Promise.all([import("./predict.ts"), loadProgress()])
   const progress = new ProgressReporter()
   const started = Date.now()

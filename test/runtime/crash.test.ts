@@ -95,3 +95,25 @@ describe("two processes on one workspace", () => {
     expect(existsSync(join(dir, "ws", "lock"))).toBe(false)
   })
 })
+
+describe("a run stopped with Ctrl-C", () => {
+  it("says what is kept and resumes", async () => {
+    const dir = tempDir("interrupt")
+    const data = join(dir, "data")
+    await writeSyntheticData(data, 4)
+    const args = fullArgs(join(dir, "ws"), data)
+    let sent = false
+    const stopped = await startCli(args, { OCTFLOW_SYNTHETIC_SLEEP_MS: "400" }, (stderr, child) => {
+      if (!sent && ranLines(stderr) >= 1) {
+        sent = true
+        child.kill("SIGINT")
+      }
+    }).done
+    expect(stopped.code).toBe(130)
+    expect(stopped.stderr).toContain("octflow: stopped by SIGINT. Finished tasks are kept; run the same command again to continue.")
+
+    const rerun = await runCli(args)
+    expect(rerun.code).toBe(0)
+    expect(rerun.stdout).toMatch(/scale\s+[0-3]\s+[1-4]\s+0\s+0/)
+  })
+})
