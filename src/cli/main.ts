@@ -356,7 +356,7 @@ const artifacts = Command.make("artifacts", {
   workspace,
   json,
   stage: Flag.String("stage").pipe(Flag.withDescription("Only this stage's outputs"), Flag.optional),
-  run: Flag.String("run").pipe(Flag.withDescription("Run id (default: the newest)"), Flag.optional)
+  run: Flag.String("run").pipe(Flag.withDescription("Run id (default: the newest run, or with --stage the newest run of that stage)"), Flag.optional)
 }, (flags) => action(async () => {
   const { listArtifacts } = await loadInspect()
   const rows = await listArtifacts(flags.workspace, { stage: Option.getOrUndefined(flags.stage), run: Option.getOrUndefined(flags.run) })

@@ -93,7 +93,7 @@ export interface ArtifactRow {
 /** Outputs of a run (the newest by default), optionally of one stage, sorted by stage, port, item. */
 export function listArtifacts(workspace: string, options: { stage?: string; run?: string } = {}): Promise<Array<ArtifactRow>> {
   return withRead(workspace, async (session) => {
-    const runId = options.run ?? (await newestRunId(session))
+    const runId = options.run ?? (await newestRunId(session, options.stage))
     if (runId === null) return []
     const values: Array<SqlValue> = [runId]
     let filter = ""
@@ -111,8 +111,18 @@ export function listArtifacts(workspace: string, options: { stage?: string; run?
   })
 }
 
-async function newestRunId(session: WorkspaceSession): Promise<string | null> {
-  const rows = await session.db.all<{ id: string }>("SELECT id FROM runs WHERE status <> 'running' ORDER BY started DESC, id DESC LIMIT 1")
+/**
+ * The newest finished run, or with `stage`, the newest finished run that has tasks of that
+ * stage: after a predict, `artifacts --stage roi` still lists the study's ROI masks.
+ */
+async function newestRunId(session: WorkspaceSession, stage?: string): Promise<string | null> {
+  const rows = await session.db.all<{ id: string }>(
+    stage === undefined
+      ? "SELECT id FROM runs WHERE status <> 'running' ORDER BY started DESC, id DESC LIMIT 1"
+      : `SELECT id FROM runs r WHERE status <> 'running' AND EXISTS (SELECT 1 FROM run_tasks t WHERE t.run_id = r.id AND t.stage = $1)
+         ORDER BY started DESC, id DESC LIMIT 1`,
+    stage === undefined ? [] : [stage]
+  )
   return rows[0]?.id ?? null
 }
 

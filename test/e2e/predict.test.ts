@@ -143,6 +143,14 @@ describe("workflow predict", () => {
     expect(depths).toEqual([...depths].sort((a, b) => a - b))
   })
 
+  it("artifacts of a stage skip predict runs", () => {
+    // The newest run is a prediction; the roi masks are the study's.
+    const result = cli("artifacts", "--stage", "roi", "--json", "--workspace", workspace)
+    expect(result.status).toBe(0)
+    const rows = JSON.parse(result.stdout) as Array<{ stage: string; item: string }>
+    expect(rows.map((row) => row.item).sort()).toEqual(["Cirrus/TRAIN001", "Spectralis/TRAIN001", "Spectralis/TRAIN002"])
+  })
+
   it("writes overlays and metrics", () => {
     const overlay = printedPath(newCirrusRun.stdout, "overlays")
     expect(overlay).toMatch(/NEW001_z\d{3}\.png$/)
