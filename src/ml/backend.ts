@@ -9,6 +9,7 @@
  */
 import { createRequire } from "node:module"
 import { dirname, join } from "node:path"
+import { isMainThread } from "node:worker_threads"
 import * as tf from "@tensorflow/tfjs-core"
 // tfjs-layers registers every op's gradient on import (tfjs-core's Node build does not).
 import "@tensorflow/tfjs-layers"
@@ -98,6 +99,9 @@ async function activateCpu(): Promise<BackendInfo> {
   registerCpuGradientKernels()
   if (!(await tf.setBackend("cpu"))) throw new Error("tf.setBackend('cpu') returned false")
   await tf.ready()
+  // tfjs-backend-cpu prints its "install our node backend" banner on each backend's first
+  // write; training and inference threads would repeat the main thread's.
+  if (!isMainThread) (tf.backend() as unknown as { firstUse: boolean }).firstUse = false
   return { name: "cpu", version: packageVersion(packageOf.cpu), threads: 1, simd: false }
 }
 
