@@ -112,8 +112,9 @@ export function listArtifacts(workspace: string, options: { stage?: string; run?
 }
 
 /**
- * The newest finished run, or with `stage`, the newest finished run that has tasks of that
- * stage: after a predict, `artifacts --stage roi` still lists the study's ROI masks.
+ * Returns the newest finished run, or with `stage`, the newest finished run that has tasks
+ * of that stage, so that after a predict `artifacts --stage roi` still lists the study's
+ * ROI masks.
  */
 async function newestRunId(session: WorkspaceSession, stage?: string): Promise<string | null> {
   const rows = await session.db.all<{ id: string }>(
@@ -172,7 +173,7 @@ async function resolveArtifact(session: WorkspaceSession, ref: string): Promise<
   return { hash: rows[0]!.hash, runId }
 }
 
-/** The run a lineage question is about: the one named by the path, else the newest run that used the artifact. */
+/** Returns the run a lineage question is about: the one named by the path, else the newest run that used the artifact. */
 async function contextRun(session: WorkspaceSession, artifact: ArtifactRef): Promise<string | null> {
   if (artifact.runId !== null) return artifact.runId
   const rows = await session.db.all<{ run_id: string }>(

@@ -90,7 +90,7 @@ export const computeThreads = (): number => {
   return parseThreads(value)
 }
 
-/** A warning for the stage log when `threads` exceeds the cores, else undefined. */
+/** Returns the fields of a stage-log warning when `threads` exceeds the cores, else undefined. */
 export const threadsWarning = (threads: number): { threads: number; cores: number } | undefined => {
   const cores = availableParallelism()
   return threads > cores ? { threads, cores } : undefined

@@ -3,7 +3,7 @@
  * module imports nothing, so the CLI can check --threads before loading any stage.
  */
 
-/** Largest thread count accepted; each thread holds its own copy of the model. */
+/** Largest thread count accepted, because each thread keeps its own copy of the model. */
 export const maxThreads = 256
 
 export class InvalidThreadsError extends Error {
