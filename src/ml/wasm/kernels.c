@@ -323,6 +323,17 @@ static inline int filter_row_offset(int r, int fw, int inC, int inW, int dilatio
 }
 
 /*
+ * Declares `rows` (1..4, the filter rows left from r) and offset0..offset3, the x offsets of
+ * filter rows r..r + 3; rows past the end repeat the last one, whose results are not stored.
+ */
+#define FILTER_ROW_OFFSETS(r)                                                                         \
+  int rows = depth - (r) < 4 ? depth - (r) : 4;                                                        \
+  int offset0 = filter_row_offset((r), fw, inC, inW, dilationH, dilationW);                            \
+  int offset1 = filter_row_offset((r) + (rows > 1 ? 1 : 0), fw, inC, inW, dilationH, dilationW);        \
+  int offset2 = filter_row_offset((r) + (rows > 2 ? 2 : rows - 1), fw, inC, inW, dilationH, dilationW); \
+  int offset3 = filter_row_offset((r) + (rows > 3 ? 3 : rows - 1), fw, inC, inW, dilationH, dilationW);
+
+/*
  * Filter gradient of a valid convolution (the same shapes and attributes as conv2d):
  *   dw[i][j][ci][co] = sum over b, oh, ow of
  *                      x[b][oh * strideH + i * dilationH][ow * strideW + j * dilationW][ci] * dy[b][oh][ow][co]
@@ -344,11 +355,7 @@ void conv2d_backprop_filter(const float* x, const float* dy, float* dw, int n, i
     int lastRow = firstRow + blockRows < imageRows ? firstRow + blockRows : imageRows;
     int accumulate = firstRow > 0;
     for (int r = 0; r < depth; r += 4) {
-      int rows = depth - r < 4 ? depth - r : 4;
-      int offset0 = filter_row_offset(r, fw, inC, inW, dilationH, dilationW);
-      int offset1 = filter_row_offset(r + (rows > 1 ? 1 : 0), fw, inC, inW, dilationH, dilationW);
-      int offset2 = filter_row_offset(r + (rows > 2 ? 2 : rows - 1), fw, inC, inW, dilationH, dilationW);
-      int offset3 = filter_row_offset(r + (rows > 3 ? 3 : rows - 1), fw, inC, inW, dilationH, dilationW);
+      FILTER_ROW_OFFSETS(r)
       int consecutive = offset1 == offset0 + 1 && offset2 == offset0 + 2 && offset3 == offset0 + 3;
       for (int p = 0; p < panels; p++) {
         int columns = outC - p * 8 < 8 ? outC - p * 8 : 8;
@@ -430,11 +437,7 @@ void conv2d_backprop_filter_packed(const float* x, const float* dy, float* dw, f
       }
     }
     for (int r = 0; r < depth; r += 4) {
-      int rows = depth - r < 4 ? depth - r : 4;
-      int offset0 = filter_row_offset(r, fw, inC, inW, dilationH, dilationW);
-      int offset1 = filter_row_offset(r + (rows > 1 ? 1 : 0), fw, inC, inW, dilationH, dilationW);
-      int offset2 = filter_row_offset(r + (rows > 2 ? 2 : rows - 1), fw, inC, inW, dilationH, dilationW);
-      int offset3 = filter_row_offset(r + (rows > 3 ? 3 : rows - 1), fw, inC, inW, dilationH, dilationW);
+      FILTER_ROW_OFFSETS(r)
       pixel_cursor cursor = blockStart;
       for (int m = 0; m < count; m++) {
         const float* base = receptive_base(x, cursor, inH, inW, inC, strideH, strideW);
