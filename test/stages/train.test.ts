@@ -1,0 +1,61 @@
+/**
+ * The train stage of the RETOUCH workflow, run through the runtime on a tiny phantom
+ * dataset with a real workspace database. It checks that every training case uses the
+ * same label scheme before it loads TensorFlow.js.
+ */
+import { rm } from "node:fs/promises"
+import { join } from "node:path"
+import { afterAll, describe, expect, it } from "vitest"
+import { writePhantomDataset } from "../../src/phantom/dataset.ts"
+import { runWorkflow, taskKey } from "../../src/runtime/executor.ts"
+import { writeBscanCase } from "../../src/volume/bscans.ts"
+import { UNLABELLED } from "../../src/volume/labels.ts"
+import { readMetaImage } from "../../src/volume/metaimage.ts"
+import type { Volume } from "../../src/volume/volume.ts"
+import { workflow } from "../../workflows/retouch.ts"
+import { tempDir } from "../runtime/helpers.ts"
+
+const root = tempDir("train")
+const data = join(root, "data")
+
+afterAll(() => rm(root, { recursive: true, force: true }))
+
+/** Rewrites a MetaImage case as a B-scan folder whose masks use the binary 0/1 scheme. */
+const toBinaryBscanCase = async (caseDir: string): Promise<void> => {
+  const oct = (await readMetaImage(join(caseDir, "oct.mhd"))) as Volume<Uint16Array>
+  const labels = (await readMetaImage(join(caseDir, "reference.mhd"))) as Volume<Uint8Array>
+  const fluid = labels.data.map((label) => (label === UNLABELLED ? UNLABELLED : Math.min(label, 1)))
+  await rm(caseDir, { recursive: true })
+  await writeBscanCase(caseDir, { oct, labels: { ...labels, data: fluid }, labelScheme: "binary" })
+}
+
+describe("train label schemes", () => {
+  it("rejects mixed schemes", async () => {
+    // Spectralis cases are not histogram-matched, so no reference is needed. The split holds
+    // out one of the four cases, so the three training cases contain both schemes.
+    await writePhantomDataset(data, {
+      seed: 3,
+      scale: 0.05,
+      cases: ["TRAIN001", "TRAIN002", "TRAIN003", "TRAIN004"].map((key) => ({ vendor: "Spectralis", key }))
+    })
+    await toBinaryBscanCase(join(data, "Spectralis", "TRAIN003"))
+    await toBinaryBscanCase(join(data, "Spectralis", "TRAIN004"))
+
+    // The ci profile keeps training short if the check ever lets these cases through.
+    const summary = await runWorkflow({
+      workflow,
+      workspace: join(root, "ws"),
+      dataDir: data,
+      targets: ["train"],
+      profile: "ci",
+      jobs: 2
+    })
+
+    const outcome = summary.outcomes.get(taskKey("train", null))
+    expect(outcome?.action).toBe("failed")
+    const message = outcome?.action === "failed" ? outcome.message : ""
+    expect(message).toMatch(/^MixedSchemeError: /)
+    expect(message).toContain("the training cases mix label schemes (binary, retouch)")
+    expect(message).toContain("train on cases of one scheme")
+  })
+})
