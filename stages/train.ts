@@ -93,9 +93,16 @@ export const train = Stage.make({
       for (const key of [...fit, ...validation]) {
         infos.set(key, yield* attemptPromise(() => readInfo(ctx.inputs.info[key]!.path)))
       }
-      const schemes = new Set([...infos.values()].map((info) => info.scheme))
-      if (schemes.size > 1) return yield* new MixedSchemeError({ schemes: [...schemes].sort() })
-      const scheme = [...schemes][0] ?? "binary"
+      const trainingKeys = [...infos.keys()].sort()
+      const schemeOf = (key: string) => infos.get(key)!.scheme
+      const schemes = [...new Set(trainingKeys.map(schemeOf))].sort()
+      if (schemes.length > 1) {
+        const casesByScheme = Object.fromEntries(
+          schemes.map((scheme) => [scheme, trainingKeys.filter((key) => schemeOf(key) === scheme)])
+        )
+        return yield* new MixedSchemeError({ casesByScheme })
+      }
+      const scheme = schemes[0] ?? "binary"
       const classCount = scheme === "retouch" ? 4 : 2
 
       const loadCases = (keys: readonly string[]) =>

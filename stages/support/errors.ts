@@ -73,12 +73,14 @@ export class CaseDiscoveryError extends Data.TaggedError("CaseDiscoveryError")<{
 }
 
 export class MixedSchemeError extends Data.TaggedError("MixedSchemeError")<{
-  readonly schemes: readonly string[]
+  /** Training case keys by label scheme, one entry per scheme found. */
+  readonly casesByScheme: Readonly<Record<string, readonly string[]>>
 }> {
   override get message(): string {
+    const groups = Object.entries(this.casesByScheme).map(([scheme, keys]) => `${scheme}: ${keys.join(", ")}`)
     return (
-      `the training cases mix label schemes (${this.schemes.join(", ")}); one model has one set of classes, ` +
-      `so train on cases of one scheme (RETOUCH 0..3 or binary fluid 0/1)`
+      `the training cases mix label schemes (${groups.join("; ")}); one model has one set of classes, ` +
+      `so train on cases of one scheme (RETOUCH 0..3 or binary fluid 0/1) and leave the others out with --exclude '<case>'`
     )
   }
 }
