@@ -4,7 +4,7 @@ import { makeVolume } from "../../src/volume/volume.ts"
 import { type CaseItemMeta, caseOfItem, checkVendorGeometry } from "../../stages/support/dataset.ts"
 import { CaseGeometryError, CaseVendorError } from "../../stages/support/errors.ts"
 
-const itemOf = (vendorFolder: string, vendor: CaseItemMeta["vendor"]): SourceItemRef => {
+const itemOf = (vendorFolder: string, vendor: CaseItemMeta["vendor"], fields: Partial<CaseItemMeta> = {}): SourceItemRef => {
   const meta: CaseItemMeta = {
     caseName: "CASE1",
     vendorFolder,
@@ -14,11 +14,12 @@ const itemOf = (vendorFolder: string, vendor: CaseItemMeta["vendor"]): SourceIte
     octFile: "oct.mhd",
     referenceFile: null,
     sidecar: null,
-    discoveryError: null
+    discoveryError: null,
+    ...fields
   }
   return {
     key: `${vendorFolder}/CASE1`,
-    files: [{ path: `/data/${vendorFolder}/CASE1/oct.mhd`, hash: "0".repeat(64) }],
+    files: [{ path: `/data/${vendorFolder}/CASE1/${meta.octFile}`, hash: "0".repeat(64) }],
     meta: meta as never
   }
 }
@@ -29,6 +30,41 @@ describe("caseOfItem", () => {
     expect(datasetCase.vendor).toBe("Topcon")
     expect(datasetCase.dir).toBe("/data/Topcon/CASE1")
     expect(datasetCase.octPath).toBe("/data/Topcon/CASE1/oct.mhd")
+  })
+
+  it("rebuilds a B-scan case", () => {
+    const sidecar = { vendor: "Cirrus", labelScheme: "binary", images: "oct" }
+    const item = itemOf("Cirrus", "Cirrus", {
+      format: "bscans",
+      scheme: "binary",
+      octFile: "octflow.json",
+      referenceFile: "reference",
+      sidecar
+    })
+    expect(caseOfItem(item, {})).toStrictEqual({
+      key: "Cirrus/CASE1",
+      vendor: "Cirrus",
+      dir: "/data/Cirrus/CASE1",
+      octPath: "/data/Cirrus/CASE1/octflow.json",
+      referencePath: "/data/Cirrus/CASE1/reference",
+      format: "bscans",
+      files: ["/data/Cirrus/CASE1/octflow.json"],
+      scheme: "binary",
+      meta: { caseName: "CASE1", vendorFolder: "Cirrus", vendorSource: "folder", geometryChecked: false, sidecar }
+    })
+  })
+
+  it("rebuilds a case without reference", () => {
+    expect(caseOfItem(itemOf("Nidek", null), { Nidek: "Topcon" })).toStrictEqual({
+      key: "Nidek/CASE1",
+      vendor: "Topcon",
+      dir: "/data/Nidek/CASE1",
+      octPath: "/data/Nidek/CASE1/oct.mhd",
+      format: "metaimage",
+      files: ["/data/Nidek/CASE1/oct.mhd"],
+      scheme: "retouch",
+      meta: { caseName: "CASE1", vendorFolder: "Nidek", vendorSource: "override", geometryChecked: false }
+    })
   })
 
   it("rejects an unknown vendor folder", () => {
