@@ -15,6 +15,7 @@ import { listBscanCase, SIDECAR_NAME } from "../src/volume/bscans.ts"
 import { type DatasetCase, type Vendor, vendorFromFolder, vendors } from "../src/volume/dataset.ts"
 import type { LabelScheme } from "../src/volume/labels.ts"
 import { readMetaImageHeader } from "../src/volume/metaimage.ts"
+import { buildDatasetCase } from "./support/dataset.ts"
 
 /** The path given for the scan does not exist. */
 export class ScanNotFoundError extends Data.TaggedError("ScanNotFoundError")<{ readonly path: string }> {
@@ -216,22 +217,12 @@ export const scanPathOf = (item: SourceItemRef): string => {
 /** Rebuilds the scan as a dataset case that `loadCase` reads, with the given vendor. */
 export const caseOfScan = (item: SourceItemRef, vendor: Vendor): DatasetCase => {
   const meta = item.meta as unknown as ScanMeta
-  const dir = scanDirOf(item, meta)
-  return {
-    key: item.key,
+  return buildDatasetCase(item, {
+    ...meta,
     vendor,
-    dir,
-    octPath: join(dir, meta.octFile),
-    ...(meta.referenceFile === null ? {} : { referencePath: join(dir, meta.referenceFile) }),
-    format: meta.format,
-    files: item.files.map((file) => file.path),
-    scheme: meta.scheme,
-    meta: {
-      caseName: item.key,
-      vendorFolder: meta.parentFolder,
-      vendorSource: "override",
-      geometryChecked: false,
-      ...(meta.sidecar === null ? {} : { sidecar: meta.sidecar as Record<string, unknown> })
-    }
-  }
+    vendorSource: "override",
+    caseName: item.key,
+    vendorFolder: meta.parentFolder,
+    dir: scanDirOf(item, meta)
+  })
 }

@@ -7,7 +7,14 @@ import { join, resolve, sep } from "node:path"
 import { fileURLToPath } from "node:url"
 import * as Effect from "effect/Effect"
 import type { Json, Source, SourceItemRef } from "../../src/runtime/stage.ts"
-import { type DatasetCase, discoverDataset, type Vendor, vendorGeometry, vendors } from "../../src/volume/dataset.ts"
+import {
+  type CaseMeta,
+  type DatasetCase,
+  discoverDataset,
+  type Vendor,
+  vendorGeometry,
+  vendors
+} from "../../src/volume/dataset.ts"
 import type { Volume } from "../../src/volume/volume.ts"
 import { CaseDiscoveryError, CaseGeometryError, CaseVendorError } from "./errors.ts"
 
@@ -86,6 +93,43 @@ export const datasetSource: Source = {
     })
 }
 
+/**
+ * Fields of a case taken from a source item's metadata, with the vendor and case folder
+ * that the caller decided.
+ */
+export interface CaseFields {
+  readonly vendor: Vendor
+  readonly vendorSource: CaseMeta["vendorSource"]
+  readonly caseName: string
+  readonly vendorFolder: string
+  /** The case folder, which `octFile` and `referenceFile` are relative to. */
+  readonly dir: string
+  readonly octFile: string
+  readonly referenceFile: string | null
+  readonly format: DatasetCase["format"]
+  readonly scheme: DatasetCase["scheme"]
+  readonly sidecar: Json
+}
+
+/** Builds the dataset case that `loadCase` reads from a source item and its case fields. */
+export const buildDatasetCase = (item: SourceItemRef, fields: CaseFields): DatasetCase => ({
+  key: item.key,
+  vendor: fields.vendor,
+  dir: fields.dir,
+  octPath: join(fields.dir, fields.octFile),
+  ...(fields.referenceFile === null ? {} : { referencePath: join(fields.dir, fields.referenceFile) }),
+  format: fields.format,
+  files: item.files.map((file) => file.path),
+  scheme: fields.scheme,
+  meta: {
+    caseName: fields.caseName,
+    vendorFolder: fields.vendorFolder,
+    vendorSource: fields.vendorSource,
+    geometryChecked: false,
+    ...(fields.sidecar === null ? {} : { sidecar: fields.sidecar as Record<string, unknown> })
+  }
+})
+
 /** Finds the folder of a case from its files: the file named `octFile` lies in it. */
 const caseDirOf = (item: SourceItemRef, meta: CaseItemMeta): string => {
   const suffix = `/${item.key}/${meta.octFile}`
@@ -114,24 +158,12 @@ export const caseOfItem = (item: SourceItemRef, vendorOverrides: Readonly<Record
   if (vendor === null || vendor === undefined) {
     throw new CaseVendorError({ item: item.key, folder: meta.vendorFolder, value: null })
   }
-  const dir = caseDirOf(item, meta)
-  return {
-    key: item.key,
+  return buildDatasetCase(item, {
+    ...meta,
     vendor,
-    dir,
-    octPath: join(dir, meta.octFile),
-    ...(meta.referenceFile === null ? {} : { referencePath: join(dir, meta.referenceFile) }),
-    format: meta.format,
-    files: item.files.map((file) => file.path),
-    scheme: meta.scheme,
-    meta: {
-      caseName: meta.caseName,
-      vendorFolder: meta.vendorFolder,
-      vendorSource: override === undefined ? "folder" : "override",
-      geometryChecked: false,
-      ...(meta.sidecar === null ? {} : { sidecar: meta.sidecar as Record<string, unknown> })
-    }
-  }
+    vendorSource: override === undefined ? "folder" : "override",
+    dir: caseDirOf(item, meta)
+  })
 }
 
 /** Checks element type and B-scan height against what the vendor's scanner produces. */
