@@ -121,13 +121,15 @@ export const preprocess = Stage.make({
       let referenceHistogram: Float64Array | null = null
       if (matched) {
         const referenceItem = ctx.inputs.reference
-        const referenceMeta = referenceItem.meta as unknown as CaseItemMeta
         const referenceCase = yield* attempt(() => caseOfItem(referenceItem, ctx.params.vendor))
         if (referenceCase.vendor !== "Spectralis") {
           return yield* new MissingReferenceVolumeError({
             item: datasetCase.key,
             reference: referenceItem.key,
-            reason: `is a ${referenceCase.vendor ?? referenceMeta.vendorFolder} volume`
+            reason:
+              ctx.params.reference === "auto"
+                ? `is a ${referenceCase.vendor} volume, because the dataset has no readable Spectralis case`
+                : `is a ${referenceCase.vendor} volume`
           })
         }
         // Only the reference's intensities matter here, so its labels are not read: a label

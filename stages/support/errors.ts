@@ -44,8 +44,8 @@ export class MissingReferenceVolumeError extends Data.TaggedError("MissingRefere
 }> {
   override get message(): string {
     return (
-      `case ${this.item} needs histogram matching, but the Spectralis reference ${this.reference} ${this.reason}; ` +
-      `name a Spectralis case with -p 'preprocess.reference="Spectralis/<case>"'`
+      `case ${this.item} needs histogram matching to a Spectralis volume, but the reference ${this.reference} ${this.reason}; ` +
+      `name a Spectralis case with -p 'preprocess.reference="Spectralis/<case>"', or add one to the dataset`
     )
   }
 }

@@ -42,7 +42,7 @@ const failureOf = (summary: RunSummary, item: string): string => {
   return outcome?.action === "failed" ? outcome.message : ""
 }
 
-const fix = `name a Spectralis case with -p 'preprocess.reference="Spectralis/<case>"'`
+const fix = `name a Spectralis case with -p 'preprocess.reference="Spectralis/<case>"', or add one to the dataset`
 
 describe("preprocess reference", () => {
   it("rejects a dataset without Spectralis", async () => {
@@ -56,7 +56,7 @@ describe("preprocess reference", () => {
     const message = failureOf(summary, "Topcon/TRAIN001")
     expect(message).toMatch(/^MissingReferenceVolumeError: /)
     expect(message).toContain("case Topcon/TRAIN001 needs histogram matching")
-    expect(message).toContain("the Spectralis reference Cirrus/TRAIN001 is a Cirrus volume")
+    expect(message).toContain("the reference Cirrus/TRAIN001 is a Cirrus volume, because the dataset has no readable Spectralis case")
     expect(message).toContain(fix)
     expect(failureOf(summary, "Cirrus/TRAIN001")).toContain("reference Cirrus/TRAIN001 is a Cirrus volume")
   })
@@ -72,7 +72,7 @@ describe("preprocess reference", () => {
     const message = failureOf(summary, "Cirrus/TRAIN001")
     expect(message).toMatch(/^MissingReferenceVolumeError: /)
     expect(message).toContain("case Cirrus/TRAIN001 needs histogram matching")
-    expect(message).toContain("the Spectralis reference Topcon/TRAIN001 is a Topcon volume")
+    expect(message).toContain("the reference Topcon/TRAIN001 is a Topcon volume;")
     expect(message).toContain(fix)
     // A Spectralis case is not histogram-matched, so the reference does not affect it.
     expect(summary.outcomes.get(taskKey("preprocess", "Spectralis/TRAIN001"))?.action).toBe("ran")
@@ -90,7 +90,7 @@ describe("preprocess reference", () => {
     const message = failureOf(summary, "Cirrus/TRAIN001")
     expect(message).toMatch(/^MissingReferenceVolumeError: /)
     expect(message).toContain("case Cirrus/TRAIN001 needs histogram matching")
-    expect(message).toContain("the Spectralis reference Spectralis/TRAIN001 cannot be read")
+    expect(message).toContain("the reference Spectralis/TRAIN001 cannot be read")
     expect(message).toContain(`${referenceData}: data is truncated`)
     expect(message).toContain(fix)
   })
