@@ -27,6 +27,8 @@ CREATE TABLE IF NOT EXISTS artifacts (
   hash VARCHAR, kind VARCHAR, path VARCHAR, size BIGINT, ext VARCHAR, execution_id BIGINT,
   stage VARCHAR, port VARCHAR, item VARCHAR);
 CREATE TABLE IF NOT EXISTS lineage (execution_id BIGINT, input VARCHAR, item VARCHAR, hash VARCHAR);
+-- The execution whose output the input was; null for a source file and for runs before it was recorded.
+ALTER TABLE lineage ADD COLUMN IF NOT EXISTS producer BIGINT;
 CREATE TABLE IF NOT EXISTS run_tasks (run_id VARCHAR, stage VARCHAR, item VARCHAR, execution_id BIGINT, action VARCHAR);
 CREATE TABLE IF NOT EXISTS params (run_id VARCHAR, stage VARCHAR, key VARCHAR, value JSON, origin VARCHAR);
 CREATE TABLE IF NOT EXISTS metrics (
@@ -49,34 +51,46 @@ CREATE OR REPLACE VIEW lineage_edges AS
   JOIN artifacts a ON a.execution_id = l.execution_id
   JOIN executions e ON e.id = l.execution_id;
 
--- Every ancestor of every artifact, with the shortest distance in executions.
+-- Every ancestor of every artifact, with the shortest distance in executions. An execution
+-- can write content equal to what it read (an empty mask predicted inside an empty ROI), so
+-- the graph of hashes can have cycles: each pair is kept once, at its first depth
+-- (USING KEY), later steps skip pairs already found, and no artifact is its own ancestor.
 CREATE OR REPLACE VIEW lineage_upstream AS
-  WITH RECURSIVE up(artifact, ancestor, depth) AS (
-    SELECT output_hash, input_hash, 1 FROM lineage_edges
+  WITH RECURSIVE up(artifact, ancestor, depth) USING KEY (artifact, ancestor) AS (
+    SELECT DISTINCT output_hash, input_hash, 1 FROM lineage_edges WHERE output_hash <> input_hash
     UNION
-    SELECT up.artifact, e.input_hash, up.depth + 1 FROM up JOIN lineage_edges e ON e.output_hash = up.ancestor
+    SELECT up.artifact, e.input_hash, min(up.depth) + 1
+    FROM up JOIN lineage_edges e ON e.output_hash = up.ancestor
+    WHERE e.input_hash <> up.artifact
+      AND NOT EXISTS (SELECT 1 FROM recurring.up r WHERE r.artifact = up.artifact AND r.ancestor = e.input_hash)
+    GROUP BY up.artifact, e.input_hash
   )
-  SELECT artifact, ancestor, min(depth) AS depth FROM up GROUP BY artifact, ancestor;
+  SELECT artifact, ancestor, depth FROM up;
 
 -- Every descendant of every artifact: the same closure seen from the other end.
 CREATE OR REPLACE VIEW lineage_downstream AS
   SELECT ancestor AS artifact, artifact AS descendant, depth FROM lineage_upstream;
 
--- Table macros for one artifact, cheaper than filtering the full closure views.
+-- Table macros for one artifact, cheaper than filtering the full closure views. Each hash
+-- is kept once, at its first depth, as in lineage_upstream.
 CREATE OR REPLACE MACRO upstream_of(h) AS TABLE
-  WITH RECURSIVE up(hash, depth) AS (
+  WITH RECURSIVE up(hash, depth) USING KEY (hash) AS (
     SELECT h, 0
     UNION
-    SELECT e.input_hash, up.depth + 1 FROM up JOIN lineage_edges e ON e.output_hash = up.hash
+    SELECT e.input_hash, min(up.depth) + 1 FROM up JOIN lineage_edges e ON e.output_hash = up.hash
+    WHERE NOT EXISTS (SELECT 1 FROM recurring.up r WHERE r.hash = e.input_hash)
+    GROUP BY e.input_hash
   )
-  SELECT hash, min(depth) AS depth FROM up WHERE depth > 0 GROUP BY hash;
+  SELECT hash, depth FROM up WHERE depth > 0;
 CREATE OR REPLACE MACRO downstream_of(h) AS TABLE
-  WITH RECURSIVE down(hash, depth) AS (
+  WITH RECURSIVE down(hash, depth) USING KEY (hash) AS (
     SELECT h, 0
     UNION
-    SELECT e.output_hash, down.depth + 1 FROM down JOIN lineage_edges e ON e.input_hash = down.hash
+    SELECT e.output_hash, min(down.depth) + 1 FROM down JOIN lineage_edges e ON e.input_hash = down.hash
+    WHERE NOT EXISTS (SELECT 1 FROM recurring.down r WHERE r.hash = e.output_hash)
+    GROUP BY e.output_hash
   )
-  SELECT hash, min(depth) AS depth FROM down WHERE depth > 0 GROUP BY hash;
+  SELECT hash, depth FROM down WHERE depth > 0;
 
 -- The newest successful execution of each fingerprint.
 CREATE OR REPLACE VIEW cache_entries AS

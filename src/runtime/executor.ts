@@ -205,7 +205,7 @@ class TaskRunner {
       if (!task.deps.every((dep) => this.settled.has(dep.key))) continue
       let inputs: ResolvedInputs
       try {
-        inputs = resolveInputs(this.plan, this.session.ws, task, (stage, item) => this.outputsOf(stage, item))
+        inputs = resolveInputs(this.plan, this.session.ws, task, (stage, item) => this.resultOf(stage, item))
       } catch {
         continue
       }
@@ -232,12 +232,13 @@ class TaskRunner {
     return { action: "cached", executionId: entry.executionId, fingerprint, outputs: entry.outputs }
   }
 
-  private outputsOf(stage: string, item: string | null): Readonly<Record<string, StoredObject>> {
+  /** The execution and outputs of a finished upstream task, as `resolveInputs` reads them. */
+  private resultOf(stage: string, item: string | null): CacheEntry {
     const outcome = this.settled.get(taskKey(stage, item))
     if (outcome === undefined || (outcome.action !== "ran" && outcome.action !== "cached")) {
       throw new Error(`internal: outputs of ${stage}/${item} requested before it finished`)
     }
-    return outcome.outputs
+    return outcome
   }
 
   async close(): Promise<void> {
@@ -263,7 +264,7 @@ class TaskRunner {
 
     let inputs: ResolvedInputs
     try {
-      inputs = resolveInputs(this.plan, this.session.ws, task, (stage, item) => this.outputsOf(stage, item))
+      inputs = resolveInputs(this.plan, this.session.ws, task, (stage, item) => this.resultOf(stage, item))
     } catch (error) {
       return this.fail(task, "", (error as Error).message, Date.now())
     }
@@ -371,8 +372,8 @@ class TaskRunner {
         await tx.insert("artifacts", ["hash", "kind", "path", "size", "ext", "execution_id", "stage", "port", "item"],
           Object.entries(outputs).map(([port, o]) => [o.hash, o.kind, o.path, o.size, o.ext, executionId, task.stage, port, task.item]))
         if (inputs.lineage.length > 0) {
-          await tx.insert("lineage", ["execution_id", "input", "item", "hash"],
-            inputs.lineage.map((l) => [executionId, l.input, l.item, l.hash]))
+          await tx.insert("lineage", ["execution_id", "input", "item", "hash", "producer"],
+            inputs.lineage.map((l) => [executionId, l.input, l.item, l.hash, l.producer]))
         }
         await insertEmitted(tx, executionId, task, rows)
         await tx.insert("run_tasks", ["run_id", "stage", "item", "execution_id", "action"],

@@ -16,7 +16,7 @@ import { fingerprintOf, type FingerprintMaterial } from "./fingerprint.ts"
 import { canonicalJson } from "./params.ts"
 import type { Json } from "./stage.ts"
 import { openForRead, type WorkspaceSession } from "./session.ts"
-import { layout, type StoredObject } from "./store.ts"
+import { layout } from "./store.ts"
 
 export type Decision = "run" | "skip" | "pending"
 
@@ -67,7 +67,7 @@ async function explainWith(options: RunOptions, session: WorkspaceSession): Prom
   const cache = await loadCache(session, plan.selected)
   const recent = await loadRecentExecutions(session, plan.selected)
 
-  const known = new Map<string, Readonly<Record<string, StoredObject>>>()
+  const known = new Map<string, CacheEntry>()
   const entries: Array<ExplainEntry> = []
   for (const task of tasks.values()) {
     const pendingDeps = [...new Set(task.deps.filter((d) => !known.has(d.key)).map((d) => d.stage))]
@@ -87,7 +87,7 @@ async function explainWith(options: RunOptions, session: WorkspaceSession): Prom
     const entry = cache.get(`${task.stage}\u0000${fingerprint}`)
     const modules = plan.code.get(task.stage)!.modules
     const decided = await decide(session, task, forced.has(task.stage), entry, recent.get(task.key) ?? [], material, modules)
-    if (decided.decision === "skip") known.set(task.key, entry!.outputs)
+    if (decided.decision === "skip") known.set(task.key, entry!)
     entries.push({ stage: task.stage, item: task.item, fingerprint, ...decided })
   }
   return entries

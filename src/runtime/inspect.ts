@@ -192,18 +192,26 @@ const lineageColumns = `h.depth::INTEGER AS depth, a.hash, a.kind, a.stage, a.po
  *
  * Upstream follows one producing execution per artifact. Identical content can come from
  * several executions (a rerun with the same result, or predict preparing a scan exactly
- * as the study's preprocess did), so the producer is the execution that the context run
- * used, else the newest successful one. The context run is the one in the path
- * (`runs/<id>/...`), else the newest run that used the artifact. A source file is listed
- * under the item that read it. Downstream lists every execution, in any run, that read the
- * artifact or something made from it.
+ * as the study's preprocess did), so the producer is the one recorded with each read. For
+ * the artifact asked about, and for reads recorded before producers were, it is the one
+ * that the consuming run used, else the newest one that started before the consumer. The
+ * consuming run of the artifact asked about is the one in the path (`runs/<id>/...`), else
+ * the newest run that used the artifact. A source file is listed under the item that read it. Downstream lists every
+ * execution, in any run, that read the artifact or something made from it.
  */
 export function lineage(workspace: string, ref: string, direction: "upstream" | "downstream"): Promise<{ hash: string; rows: Array<LineageRow> }> {
   return withRead(workspace, async (session) => {
     const artifact = await resolveArtifact(session, ref)
     if (direction === "downstream") {
       const rows = await session.db.all<LineageRow>(
-        `WITH hits AS (SELECT hash, depth FROM downstream_of($1) UNION ALL SELECT $1, 0)
+        // The same closure as the downstream_of macro, written here so that a workspace
+        // whose stored schema is older still gets a query that ends on cycles.
+        `WITH RECURSIVE hits(hash, depth) USING KEY (hash) AS (
+           SELECT $1, 0
+           UNION
+           SELECT e.output_hash, min(hits.depth) + 1 FROM hits JOIN lineage_edges e ON e.input_hash = hits.hash
+           WHERE NOT EXISTS (SELECT 1 FROM recurring.hits r WHERE r.hash = e.output_hash)
+           GROUP BY e.output_hash)
          SELECT DISTINCT ${lineageColumns}
          FROM hits h JOIN artifacts a ON a.hash = h.hash LEFT JOIN executions e ON e.id = a.execution_id
          ORDER BY depth, a.stage, a.item, a.port`,
@@ -211,33 +219,120 @@ export function lineage(workspace: string, ref: string, direction: "upstream" | 
       )
       return { hash: artifact.hash, rows }
     }
-    const runId = await contextRun(session, artifact)
+    const ancestors = await upstreamAncestors(session, artifact.hash, await contextRun(session, artifact))
     const rows = await session.db.all<LineageRow>(
-      `WITH RECURSIVE
-         run_executions AS (SELECT DISTINCT execution_id AS id FROM run_tasks WHERE run_id = $2),
-         producer AS (
-           SELECT a.hash,
-                  coalesce(max(CASE WHEN a.execution_id IN (SELECT id FROM run_executions) THEN a.execution_id END),
-                           max(a.execution_id)) AS execution_id
-           FROM artifacts a JOIN executions e ON e.id = a.execution_id AND e.status = 'ok'
-           GROUP BY a.hash),
-         up(hash, item, depth) AS (
-           SELECT $1, NULL::VARCHAR, 0
-           UNION
-           SELECT l.hash, l.item, up.depth + 1
-           FROM up JOIN producer p ON p.hash = up.hash JOIN lineage l ON l.execution_id = p.execution_id),
-         h AS (SELECT hash, item, min(depth) AS depth FROM up GROUP BY hash, item)
+      `WITH h AS (
+         SELECT unnest(from_json($1::JSON, '[{"hash":"VARCHAR","item":"VARCHAR","depth":"INTEGER","producer":"BIGINT"}]'), recursive := true))
        SELECT DISTINCT ${lineageColumns}
-       FROM h LEFT JOIN producer p ON p.hash = h.hash
-       JOIN artifacts a ON a.hash = h.hash
-         AND (a.execution_id = p.execution_id
-              OR (p.execution_id IS NULL AND a.execution_id IS NULL AND (h.item IS NULL OR a.item = h.item)))
+       FROM h JOIN artifacts a ON a.hash = h.hash
+         AND (a.execution_id = h.producer
+              OR (h.producer IS NULL AND a.execution_id IS NULL AND (h.item IS NULL OR a.item = h.item)))
        LEFT JOIN executions e ON e.id = a.execution_id
        ORDER BY depth, execution_id DESC NULLS LAST, a.item, a.port`,
-      [artifact.hash, runId]
+      [JSON.stringify(ancestors)]
     )
     return { hash: artifact.hash, rows }
   })
+}
+
+/** An artifact reached by upstream lineage, with the execution chosen as its producer. */
+interface Ancestor {
+  readonly hash: string
+  /** The item whose input it was; it tells apart source files with equal content. */
+  readonly item: string | null
+  readonly depth: number
+  readonly producer: number | null
+}
+
+/**
+ * An artifact still to be traced: the execution that read it, the run that execution ran
+ * in, and the producer recorded with the read (null for a source file or an older record).
+ */
+interface Pending {
+  readonly hash: string
+  readonly item: string | null
+  readonly consumer: number | null
+  readonly run: string | null
+  readonly producer: number | null
+}
+
+/**
+ * Walks from `hash` to its sources one generation at a time, choosing one producer per
+ * artifact (see `lineage`). Each artifact of each item is traced once, at its smallest depth, so content
+ * that an execution reads and writes again unchanged does not loop.
+ */
+async function upstreamAncestors(session: WorkspaceSession, hash: string, runId: string | null): Promise<Array<Ancestor>> {
+  // A workspace last written by an older version, opened read-only, has no producer column.
+  const columns = await session.db.all<{ n: number }>(
+    "SELECT count(*)::INTEGER AS n FROM information_schema.columns WHERE table_name = 'lineage' AND column_name = 'producer'"
+  )
+  const producerColumn = columns[0]?.n === 1 ? "producer::INTEGER" : "NULL::INTEGER"
+  const found = new Map<string, Ancestor>()
+  let pending: Array<Pending> = [{ hash, item: null, consumer: null, run: runId, producer: null }]
+  for (let depth = 0; pending.length > 0; depth++) {
+    const hashes = [...new Set(pending.map((entry) => entry.hash))]
+    const candidates = await session.db.all<Candidate>(
+      `SELECT a.hash, a.item, a.execution_id::INTEGER AS execution_id, e.run_id,
+              list(DISTINCT t.run_id) FILTER (WHERE t.run_id IS NOT NULL) AS runs
+       FROM artifacts a JOIN executions e ON e.id = a.execution_id AND e.status = 'ok'
+       LEFT JOIN run_tasks t ON t.execution_id = a.execution_id
+       WHERE list_contains(from_json($1::JSON, '["VARCHAR"]'), a.hash)
+       GROUP BY ALL`,
+      [JSON.stringify(hashes)]
+    )
+    const producers: Array<Candidate> = []
+    for (const entry of pending) {
+      const key = keyOf(entry)
+      if (found.has(key)) continue
+      const producer = chooseProducer(candidates.filter((c) => c.hash === entry.hash), entry)
+      found.set(key, { hash: entry.hash, item: entry.item, depth, producer: producer?.execution_id ?? null })
+      if (producer !== null && !producers.includes(producer)) producers.push(producer)
+    }
+    if (producers.length === 0) break
+    const inputs = await session.db.all<{ execution_id: number; hash: string; item: string | null; producer: number | null }>(
+      `SELECT DISTINCT execution_id::INTEGER AS execution_id, hash, item, ${producerColumn} AS producer FROM lineage
+       WHERE list_contains(from_json($1::JSON, '["BIGINT"]'), execution_id)`,
+      [JSON.stringify(producers.map((producer) => producer.execution_id))]
+    )
+    pending = []
+    for (const producer of producers) {
+      for (const input of inputs) {
+        if (input.execution_id !== producer.execution_id || found.has(keyOf(input))) continue
+        pending.push({ hash: input.hash, item: input.item, consumer: producer.execution_id, run: producer.run_id, producer: input.producer })
+      }
+    }
+  }
+  return [...found.values()]
+}
+
+/** An execution that wrote an artifact, with the run it ran in and every run that used it. */
+interface Candidate {
+  readonly hash: string
+  readonly item: string | null
+  readonly execution_id: number
+  readonly run_id: string
+  readonly runs: Array<string> | null
+}
+
+const keyOf = (artifact: { readonly hash: string; readonly item: string | null }) => `${artifact.hash}\u0000${artifact.item ?? ""}`
+
+/**
+ * Picks the producer recorded with the read when it is known. Otherwise, it picks the
+ * producer that the consuming run used, else the newest that started before the consumer,
+ * else the newest. Producers of the same item come first.
+ */
+function chooseProducer(all: ReadonlyArray<Candidate>, entry: Pending): Candidate | null {
+  const recorded = all.find((c) => c.execution_id === entry.producer)
+  if (recorded !== undefined) return recorded
+  const sameItem = all.filter((c) => c.item === entry.item)
+  const candidates = sameItem.length > 0 ? sameItem : all
+  const newest = (list: ReadonlyArray<Candidate>) =>
+    list.reduce<Candidate | null>((best, c) => (best === null || c.execution_id > best.execution_id ? c : best), null)
+  const inRun = entry.run === null ? [] : candidates.filter((c) => (c.runs ?? []).includes(entry.run!))
+  if (inRun.length > 0) return newest(inRun)
+  const consumer = entry.consumer
+  const earlier = consumer === null ? [] : candidates.filter((c) => c.execution_id < consumer)
+  return newest(earlier) ?? newest(candidates)
 }
 
 const readOnlyStatement = /^\s*(select|with|describe|show|explain|summarize|from|pragma\s+(table_info|show)|values)\b/i

@@ -44,6 +44,8 @@ export interface PlannedArtifact {
   readonly item: string | null
   /** "stage.port" of every recorded output with this hash. */
   readonly producers: ReadonlyArray<string>
+  /** The execution whose recorded output the plan uses: the first that wrote this hash. */
+  readonly executionId: number
 }
 
 /** Everything known before any task runs: DAG, params, sources, code and environment. */
@@ -145,8 +147,9 @@ async function findArtifact(name: string, hash: string, session: WorkspaceSessio
   if (!/^[0-9a-f]{64}$/.test(hash)) throw new ArtifactHashInvalid({ name, hash })
   const rows = await session.db.all<{
     kind: "file" | "directory"; ext: string; path: string; size: bigint; stage: string; port: string; item: string | null
+    execution_id: number
   }>(
-    `SELECT kind, ext, path, size, stage, port, item FROM artifacts
+    `SELECT kind, ext, path, size, stage, port, item, execution_id::INTEGER AS execution_id FROM artifacts
      WHERE hash = $1 AND kind <> 'source' ORDER BY execution_id`,
     [hash]
   )
@@ -157,7 +160,7 @@ async function findArtifact(name: string, hash: string, session: WorkspaceSessio
     throw new ArtifactObjectMissing({ name, hash, path: join(session.ws.root, object.path) })
   }
   const producers = [...new Set(rows.map((row) => `${row.stage}.${row.port}`))]
-  return { name, object, item: first.item, producers }
+  return { name, object, item: first.item, producers, executionId: first.execution_id }
 }
 
 function checkProducer(spec: ArtifactInput, planned: PlannedArtifact): void {
@@ -202,7 +205,15 @@ export function planTasks(plan: Plan): Map<string, PlanTask> {
 export interface ResolvedInputs {
   readonly values: Record<string, unknown>
   readonly material: Record<string, Json>
-  readonly lineage: Array<{ readonly input: string; readonly item: string | null; readonly hash: string }>
+  readonly lineage: Array<LineageInput>
+}
+
+/** One input artifact of a task, with the execution that produced it (null for a source file). */
+export interface LineageInput {
+  readonly input: string
+  readonly item: string | null
+  readonly hash: string
+  readonly producer: number | null
 }
 
 /** Resolve a task's inputs from the sources and the outputs of finished upstream tasks. */
@@ -210,16 +221,18 @@ export function resolveInputs(
   plan: Plan,
   ws: Layout,
   task: PlanTask,
-  outputsOf: (stage: string, item: string | null) => Readonly<Record<string, StoredObject>>
+  resultOf: (stage: string, item: string | null) => CacheEntry
 ): ResolvedInputs {
   const values: Record<string, unknown> = {}
   const material: Record<string, Json> = {}
-  const lineage: Array<{ input: string; item: string | null; hash: string }> = []
+  const lineage: Array<LineageInput> = []
   const addSource = (input: string, ref: SourceItemRef) => {
-    for (const file of ref.files) lineage.push({ input, item: ref.key, hash: file.hash })
+    for (const file of ref.files) lineage.push({ input, item: ref.key, hash: file.hash, producer: null })
   }
-  const artifact = (stage: string, item: string | null, port: string): ArtifactRef => {
-    const stored = outputsOf(stage, item)[port]!
+  const artifact = (input: string, stage: string, item: string | null, port: string): ArtifactRef => {
+    const result = resultOf(stage, item)
+    const stored = result.outputs[port]!
+    lineage.push({ input, item, hash: stored.hash, producer: result.executionId })
     return { item, path: join(ws.root, stored.path), hash: stored.hash }
   }
 
@@ -256,22 +269,20 @@ export function resolveInputs(
       const ref: ArtifactRef = { item: planned.item, path: join(ws.root, planned.object.path), hash: planned.object.hash }
       values[name] = ref
       material[name] = ref.hash
-      lineage.push({ input: name, item: ref.item, hash: ref.hash })
+      lineage.push({ input: name, item: ref.item, hash: ref.hash, producer: planned.executionId })
     } else if (spec.kind === "output") {
       const upstream = plan.dag.nodes.get(spec.stage)!
-      const ref = artifact(spec.stage, upstream.itemSource === null ? null : task.item, spec.port)
+      const ref = artifact(name, spec.stage, upstream.itemSource === null ? null : task.item, spec.port)
       values[name] = ref
       material[name] = ref.hash
-      lineage.push({ input: name, item: ref.item, hash: ref.hash })
     } else {
       const upstream = plan.dag.nodes.get(spec.stage)!
       const map: Record<string, ArtifactRef> = {}
       const hashes: Record<string, Json> = {}
       for (const item of plan.sources.get(upstream.itemSource!)!.items) {
-        const ref = artifact(spec.stage, item.key, spec.port)
+        const ref = artifact(name, spec.stage, item.key, spec.port)
         map[item.key] = ref
         hashes[item.key] = ref.hash
-        lineage.push({ input: name, item: item.key, hash: ref.hash })
       }
       values[name] = map
       material[name] = hashes

@@ -7,11 +7,11 @@ import { join } from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
 import { runWorkflow, type RunSummary } from "../../src/runtime/executor.ts"
 import { explainWorkflow } from "../../src/runtime/explain.ts"
-import { lineage } from "../../src/runtime/inspect.ts"
+import { lineage, query } from "../../src/runtime/inspect.ts"
 import { taskKey } from "../../src/runtime/plan.ts"
 import { makeWritable } from "../../src/runtime/store.ts"
 import { toMermaid, buildDag } from "../../src/runtime/workflow.ts"
-import { consumer, producer } from "./artifact-stages.ts"
+import { consumer, copier, producer } from "./artifact-stages.ts"
 import { tempDir } from "./helpers.ts"
 
 const outputOf = (summary: RunSummary, stage: string, port: string) => {
@@ -23,6 +23,12 @@ const outputOf = (summary: RunSummary, stage: string, port: string) => {
 }
 
 const actionOf = (summary: RunSummary, stage: string) => summary.outcomes.get(taskKey(stage, null))?.action
+
+const executionOf = (summary: RunSummary, stage: string) => {
+  const outcome = summary.outcomes.get(taskKey(stage, null))
+  if (outcome === undefined || (outcome.action !== "ran" && outcome.action !== "cached")) throw new Error(`${stage} did not finish`)
+  return outcome.executionId
+}
 
 describe("Stage.artifact inputs", () => {
   const workspace = join(tempDir("artifact"), "ws")
@@ -91,5 +97,48 @@ describe("Stage.artifact inputs", () => {
     rmSync(path)
     const run = runWorkflow({ workflow: consumer, workspace, jobs: 1, artifacts: { model: modelHash } })
     await expect(run).rejects.toMatchObject({ _tag: "ArtifactObjectMissing", path })
+  })
+})
+
+describe("lineage over equal content", () => {
+  const workspace = join(tempDir("lineage-equal"), "ws")
+  let modelHash = ""
+  let firstMake = 0
+
+  beforeAll(async () => {
+    const summary = await runWorkflow({ workflow: producer, workspace, jobs: 1 })
+    modelHash = outputOf(summary, "make", "model").hash
+    firstMake = executionOf(summary, "make")
+  })
+
+  it("ends where an output repeats its input", async () => {
+    const copied = await runWorkflow({ workflow: copier, workspace, jobs: 1, artifacts: { model: modelHash } })
+    expect(outputOf(copied, "copy", "out").hash).toBe(modelHash)
+
+    const up = await lineage(workspace, modelHash, "upstream")
+    expect(up.rows.map((row) => `${row.depth} ${row.stage}.${row.port}`)).toEqual(["0 copy.out"])
+    const down = await lineage(workspace, modelHash, "downstream")
+    expect(down.rows.map((row) => row.stage).sort()).toEqual(["copy", "make"])
+  })
+
+  it("ends the SQL closures on a cycle", async () => {
+    const views = await query(workspace, "SELECT count(*)::INTEGER AS n FROM lineage_upstream WHERE artifact = ancestor")
+    expect(views.rows[0]!.n).toBe(0)
+    const macro = await query(workspace, `SELECT count(*)::INTEGER AS n FROM upstream_of('${modelHash}')`)
+    expect(macro.rows[0]!.n).toBe(0)
+    const down = await query(workspace, `SELECT count(*)::INTEGER AS n FROM downstream_of('${modelHash}')`)
+    expect(down.rows[0]!.n).toBe(0)
+  })
+
+  it("names the producer the consumer read", async () => {
+    const consumed = await runWorkflow({ workflow: consumer, workspace, jobs: 1, artifacts: { model: modelHash } })
+    // A later execution of make writes the same model bytes with other notes.
+    const again = await runWorkflow({ workflow: producer, workspace, jobs: 1, overrides: ["make.remark=again"] })
+    expect(outputOf(again, "make", "model").hash).toBe(modelHash)
+    expect(executionOf(again, "make")).toBeGreaterThan(firstMake)
+
+    const { rows } = await lineage(workspace, outputOf(consumed, "consume", "out").hash, "upstream")
+    const model = rows.filter((row) => row.hash === modelHash)
+    expect(model.map((row) => row.execution_id)).toEqual([firstMake])
   })
 })
