@@ -12,13 +12,13 @@ import { join } from "node:path"
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import * as Stage from "../src/runtime/stage.ts"
-import { validationSplit } from "../src/split/split.ts"
+import { usableFolds, validationSplit } from "../src/split/split.ts"
 import { readMetaImage } from "../src/volume/metaimage.ts"
 import type { CaseInfo } from "./preprocess.ts"
 import { readSplitFile } from "./split.ts"
 import { computeThreads, plannedBackend, threadsWarning } from "./support/backend.ts"
 import { attempt, attemptPromise } from "./support/effect.ts"
-import { MixedSchemeError } from "./support/errors.ts"
+import { MixedSchemeError, ValidationFoldError } from "./support/errors.ts"
 
 const withDefault = <S extends Schema.Top & { readonly "~type.make.in": unknown }>(schema: S, value: S["Type"]) =>
   schema.pipe(Schema.withDecodingDefaultKey(Effect.succeed(value as S["Encoded"])))
@@ -85,10 +85,12 @@ export const train = Stage.make({
     Effect.gen(function* () {
       const params = ctx.params
       const splitFile = yield* attemptPromise(() => readSplitFile(ctx.inputs.split.path))
-      const { fit, validation } = validationSplit(
-        { test: splitFile.test, train: splitFile.train, folds: splitFile.folds },
-        params.validationFold
-      )
+      const split = { test: splitFile.test, train: splitFile.train, folds: splitFile.folds }
+      const usable = usableFolds(split)
+      if (split.train.length >= 2 && usable.length >= 2 && !usable.includes(params.validationFold)) {
+        return yield* new ValidationFoldError({ fold: params.validationFold, folds: split.folds.length, usable })
+      }
+      const { fit, validation } = validationSplit(split, params.validationFold)
       const infos = new Map<string, CaseInfo>()
       for (const key of [...fit, ...validation]) {
         infos.set(key, yield* attemptPromise(() => readInfo(ctx.inputs.info[key]!.path)))

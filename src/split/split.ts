@@ -109,18 +109,26 @@ export const splitCases = (cases: readonly SplitCase[], options: SplitOptions): 
   }
 }
 
+/** Indices of the folds that contain training cases, which `validationSplit` accepts. */
+export const usableFolds = (split: Split): number[] =>
+  split.folds.flatMap((members, index) => (members.length > 0 ? [index] : []))
+
 /**
  * Picks the validation cases of fold `fold` and the cases left for fitting. With fewer than
- * two training cases there is nothing to hold out, so validation is empty.
+ * two training cases there is nothing to hold out, so validation is empty. Otherwise `fold`
+ * must be one of `usableFolds`, else it throws InvalidSplitOptions.
  */
 export const validationSplit = (
   split: Split,
   fold: number
 ): { readonly fit: readonly string[]; readonly validation: readonly string[] } => {
-  const nonEmpty = split.folds.filter((members) => members.length > 0)
-  if (split.train.length < 2 || nonEmpty.length < 2) {
+  const usable = usableFolds(split)
+  if (split.train.length < 2 || usable.length < 2) {
     return { fit: split.train, validation: [] }
   }
-  const validation = nonEmpty[((fold % nonEmpty.length) + nonEmpty.length) % nonEmpty.length]
+  if (!usable.includes(fold)) {
+    throw new InvalidSplitOptions("validationFold", fold, `one of the folds that contain training cases (${usable.join(", ")})`)
+  }
+  const validation = split.folds[fold]!
   return { fit: split.train.filter((key) => !validation.includes(key)), validation }
 }

@@ -72,6 +72,20 @@ export class CaseDiscoveryError extends Data.TaggedError("CaseDiscoveryError")<{
   }
 }
 
+export class ValidationFoldError extends Data.TaggedError("ValidationFoldError")<{
+  readonly fold: number
+  readonly folds: number
+  /** Folds that contain training cases. */
+  readonly usable: readonly number[]
+}> {
+  override get message(): string {
+    return (
+      `train.validationFold is ${this.fold}, but of the split's ${this.folds} folds only ${this.usable.join(", ")} ` +
+      `contain training cases; set -p train.validationFold to one of them, or change -p split.folds`
+    )
+  }
+}
+
 export class MixedSchemeError extends Data.TaggedError("MixedSchemeError")<{
   /** Training case keys by label scheme, one entry per scheme found. */
   readonly casesByScheme: Readonly<Record<string, readonly string[]>>

@@ -1,6 +1,6 @@
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
-import { InvalidSplitOptions, splitCases, validationSplit } from "../../src/split/split.ts"
+import { InvalidSplitOptions, splitCases, usableFolds, validationSplit } from "../../src/split/split.ts"
 
 const makeCases = (counts: Record<string, number>) =>
   Object.entries(counts).flatMap(([vendor, count]) =>
@@ -90,6 +90,22 @@ describe("validationSplit", () => {
     expect(validation).toHaveLength(1)
     expect(fit).toHaveLength(1)
     expect(fit).not.toContain(validation[0])
+  })
+
+  it("holds out the fold it names", () => {
+    const split = splitCases(makeCases({ Spectralis: 5 }), { testFraction: 0.2, folds: 4, seed: 3 })
+    expect(validationSplit(split, 3).validation).toEqual(split.folds[3])
+    expect(validationSplit(split, 3).fit).toEqual(split.train.filter((key) => !split.folds[3]!.includes(key)))
+  })
+
+  it.each([
+    ["past the last fold", 4],
+    ["an empty fold", 2]
+  ])("rejects %s", (_name, fold) => {
+    const split = splitCases(makeCases({ Spectralis: 3 }), { testFraction: 0.25, folds: 4, seed: 3 })
+    expect(usableFolds(split)).toEqual([0, 1])
+    expect(() => validationSplit(split, fold)).toThrow(InvalidSplitOptions)
+    expect(() => validationSplit(split, fold)).toThrow(/validationFold=\d: expected one of the folds that contain training cases \(0, 1\)/)
   })
 
   it("holds out nothing for one training case", () => {

@@ -1,7 +1,8 @@
 /**
  * The train stage of the RETOUCH workflow, run through the runtime on a tiny phantom
  * dataset with a real workspace database. It checks that every training case uses the
- * same label scheme before it loads TensorFlow.js.
+ * same label scheme, and that the validation fold contains cases, before it loads
+ * TensorFlow.js.
  */
 import { rm } from "node:fs/promises"
 import { join } from "node:path"
@@ -65,5 +66,38 @@ describe("train label schemes", () => {
     expect(binary.length + retouch.length).toBe(3)
     expect(message).toContain("train on cases of one scheme")
     expect(message).toContain("--exclude '<case>'")
+  })
+})
+
+describe("train validation fold", () => {
+  it("rejects a fold without cases", async () => {
+    const foldRoot = tempDir("train-fold")
+    const foldData = join(foldRoot, "data")
+    try {
+      await writePhantomDataset(foldData, {
+        seed: 3,
+        scale: 0.05,
+        cases: ["TRAIN001", "TRAIN002", "TRAIN003", "TRAIN004"].map((key) => ({ vendor: "Spectralis", key }))
+      })
+      // One case is held out for testing, so the other three fill folds 0 to 2 of 4.
+      const summary = await runWorkflow({
+        workflow,
+        workspace: join(foldRoot, "ws"),
+        dataDir: foldData,
+        targets: ["train"],
+        profile: "ci",
+        overrides: ["split.folds=4", "train.validationFold=3"],
+        jobs: 2
+      })
+
+      const outcome = summary.outcomes.get(taskKey("train", null))
+      expect(outcome?.action).toBe("failed")
+      const message = outcome?.action === "failed" ? outcome.message : ""
+      expect(message).toMatch(/^ValidationFoldError: /)
+      expect(message).toContain("train.validationFold is 3, but of the split's 4 folds only 0, 1, 2 contain training cases")
+      expect(message).toContain("set -p train.validationFold to one of them")
+    } finally {
+      await rm(foldRoot, { recursive: true, force: true })
+    }
   })
 })
