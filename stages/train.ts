@@ -11,6 +11,7 @@ import { cp, readFile, writeFile } from "node:fs/promises"
 import { join } from "node:path"
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
+import { paperConfig, planUnet, UnetConfigError, UnetShapeError, validateConfig } from "../src/ml/unet-shape.ts"
 import * as Stage from "../src/runtime/stage.ts"
 import { usableFolds, validationSplit } from "../src/split/split.ts"
 import { readMetaImage } from "../src/volume/metaimage.ts"
@@ -25,6 +26,29 @@ const withDefault = <S extends Schema.Top & { readonly "~type.make.in": unknown 
 
 const PositiveInt = Schema.Int.check(Schema.isGreaterThan(0))
 const Probability = Schema.Number.check(Schema.isBetween({ minimum: 0, maximum: 1 }))
+
+/**
+ * Checks that the U-Net these params describe can be built, so that a patch too small for
+ * its depth, or dropout rates that do not match it, fail before any stage runs.
+ */
+function checkNetworkShape(params: {
+  readonly baseFilters: number
+  readonly depth: number
+  readonly patchHeight: number
+  readonly patchWidth: number
+  readonly dropoutRates: ReadonlyArray<number>
+  readonly firstKernelSize: number
+}): true | string {
+  const config = { ...paperConfig, ...params, numClasses: 4 }
+  try {
+    validateConfig(config)
+    planUnet(config, params.patchHeight, params.patchWidth)
+    return true
+  } catch (error) {
+    if (error instanceof UnetShapeError || error instanceof UnetConfigError) return error.message
+    throw error
+  }
+}
 
 export const TrainParams = Schema.Struct({
   /** Filters of the first encoder block; block i has baseFilters * 2^i. */
@@ -59,7 +83,7 @@ export const TrainParams = Schema.Struct({
   randomFraction: withDefault(Schema.Number.check(Schema.isGreaterThanOrEqualTo(0)), 0.2),
   /** Probability that a patch without fluid is dropped. */
   emptyDropProbability: withDefault(Probability, 0.75)
-})
+}).check(Schema.makeFilter(checkNetworkShape))
 export type TrainParams = typeof TrainParams.Type
 
 const readInfo = async (path: string): Promise<CaseInfo> => JSON.parse(await readFile(path, "utf8")) as CaseInfo

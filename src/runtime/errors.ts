@@ -56,7 +56,7 @@ export class InvalidParam extends Data.TaggedError("InvalidParam")<{
 }> {
   override get message() {
     return `Invalid value ${JSON.stringify(this.value)} for ${this.stage}.${this.key} (from ${this.origin}): ` +
-      `${this.detail}. Fix the value in ${this.origin}.`
+      `${this.detail.replace(/\.$/, "")}. Fix the value in ${this.origin}.`
   }
 }
 

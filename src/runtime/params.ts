@@ -190,7 +190,8 @@ function decodeStageParams(stage: Stage, values: Record<string, unknown>, origin
   throw new InvalidParam({ stage: stage.name, key: "(defaults)", value: values, origin: "default", detail: schemaMessage(exit.cause) })
 }
 
-const firstLine = (text: string) => text.split("\n").filter((l) => l.trim() !== "").slice(0, 3).join("; ")
+const firstLine = (text: string) =>
+  text.split("\n").map((line) => line.trim()).filter((line) => line !== "").slice(0, 3).join("; ")
 
 /** Returns the Schema's own message for a failed decode, without Effect's Cause wrapping. */
 const schemaMessage = (cause: Cause.Cause<unknown>): string => {

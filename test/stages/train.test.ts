@@ -2,13 +2,14 @@
  * The train stage of the RETOUCH workflow, run through the runtime on a tiny phantom
  * dataset with a real workspace database. It checks that every training case uses the
  * same label scheme, and that the validation fold contains cases, before it loads
- * TensorFlow.js.
+ * TensorFlow.js, and that its params describe a network that can be built.
  */
 import { rm } from "node:fs/promises"
 import { join } from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
 import { writePhantomDataset } from "../../src/phantom/dataset.ts"
 import { runWorkflow, taskKey } from "../../src/runtime/executor.ts"
+import { resolveParams } from "../../src/runtime/params.ts"
 import { writeBscanCase } from "../../src/volume/bscans.ts"
 import { UNLABELLED } from "../../src/volume/labels.ts"
 import { readMetaImage } from "../../src/volume/metaimage.ts"
@@ -99,5 +100,33 @@ describe("train validation fold", () => {
     } finally {
       await rm(foldRoot, { recursive: true, force: true })
     }
+  })
+})
+
+describe("train params", () => {
+  it.each(["cpu", "paper", "ci"])("accepts the %s profile", (profile) => {
+    expect(() => resolveParams(workflow, { profile })).not.toThrow()
+  })
+
+  it("rejects a patch too small", () => {
+    const resolve = () => resolveParams(workflow, { overrides: ["train.patchHeight=7"] })
+    expect(resolve).toThrow(/^Invalid value 7 for train\.patchHeight \(from -p train\.patchHeight=7\): /)
+    expect(resolve).toThrow("A 7 x 64 input is too small for this U-Net: encoder block 2 would be -3 x 26")
+    expect(resolve).toThrow(/smaller depth\. Fix the value/)
+  })
+
+  it("rejects dropout rates of another depth", () => {
+    const resolve = () => resolveParams(workflow, { profile: "paper", overrides: ["train.depth=3"] })
+    expect(resolve).toThrow("dropoutRates must be 2 rates in [0, 1), got [0.25,0.25,0.5]")
+  })
+
+  it("accepts a depth with matching rates", () => {
+    const params = resolveParams(workflow, { profile: "paper", overrides: ["train.depth=3", "train.dropoutRates=[0.25,0.5]"] })
+    expect(params.encoded.get("train")).toMatchObject({ depth: 3, dropoutRates: [0.25, 0.5] })
+  })
+
+  it("states schema messages without padding", () => {
+    const resolve = () => resolveParams(workflow, { overrides: ["train.epochs=-1"] })
+    expect(resolve).toThrow('Expected a value greater than 0; at ["epochs"]. Fix the value')
   })
 })
