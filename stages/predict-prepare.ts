@@ -16,7 +16,7 @@ import * as Schema from "effect/Schema"
 import { preprocessVolume } from "../src/kernels/preprocess.ts"
 import { roiVolume } from "../src/kernels/roi.ts"
 import * as Stage from "../src/runtime/stage.ts"
-import { loadCase, type Vendor, vendorGeometry } from "../src/volume/dataset.ts"
+import { loadCase, type Vendor, vendorGeometry, vendors } from "../src/volume/dataset.ts"
 import { summarizeSlices, UNLABELLED } from "../src/volume/labels.ts"
 import { writeMetaImage } from "../src/volume/metaimage.ts"
 import { makeVolume, type Volume } from "../src/volume/volume.ts"
@@ -71,10 +71,13 @@ export class ScanGeometryError extends Data.TaggedError("ScanGeometryError")<{
   readonly vendor: Vendor
   readonly actual: string
   readonly expected: string
+  /** Vendors whose element type and B-scan height the scan has. */
+  readonly fitting: ReadonlyArray<Vendor>
 }> {
   override get message(): string {
+    const hint = this.fitting.length === 0 ? "pass the right --vendor" : `pass --vendor ${this.fitting.join(" or --vendor ")}`
     return (
-      `scan ${this.path}: ${this.actual} does not fit ${this.vendor} (${this.expected}); pass the right --vendor, ` +
+      `scan ${this.path}: ${this.actual} does not fit ${this.vendor} (${this.expected}); ${hint}, ` +
       "or --skip-geometry-check to preprocess it as it is"
     )
   }
@@ -122,14 +125,18 @@ export const matchingOf = (path: string, info: Partial<CaseInfo>, vendor: Vendor
   return { referenceHistogram: info.referenceHistogram, zMedianVendors: info.zMedianVendors }
 }
 
+const fitsVendor = (vendor: Vendor, volume: Volume): boolean =>
+  vendorGeometry[vendor].dtypes.includes(volume.dtype) && vendorGeometry[vendor].heights.includes(volume.dims[1])
+
 const checkGeometry = (path: string, vendor: Vendor, volume: Volume): void => {
+  if (fitsVendor(vendor, volume)) return
   const expected = vendorGeometry[vendor]
-  if (expected.dtypes.includes(volume.dtype) && expected.heights.includes(volume.dims[1])) return
   throw new ScanGeometryError({
     path,
     vendor,
     actual: `${volume.dtype}, ${volume.dims[1]} voxels high`,
-    expected: `${expected.dtypes.join(" or ")}, ${expected.heights.join(" or ")} voxels high`
+    expected: `${expected.dtypes.join(" or ")}, ${expected.heights.join(" or ")} voxels high`,
+    fitting: vendors.filter((other) => fitsVendor(other, volume))
   })
 }
 
@@ -153,14 +160,16 @@ export const prepare = Stage.make({
       const meta = ctx.inputs.scan.meta as unknown as ScanMeta
       const path = yield* attempt(() => scanPathOf(ctx.inputs.scan))
       const { vendor, source } = yield* attempt(() => resolveScanVendor(path, meta, ctx.params.vendor))
+      const datasetCase = caseOfScan(ctx.inputs.scan, vendor)
+      const { oct, labels } = yield* attemptPromise(() => loadCase(datasetCase))
+      // The geometry comes first, because a wrong vendor otherwise shows up as a missing
+      // reference histogram, whose message does not point at the vendor.
+      if (ctx.params.strictGeometry) yield* attempt(() => checkGeometry(datasetCase.octPath, vendor, oct))
+      ctx.progress(1, 3, "loaded")
+
       const trainingText = yield* attemptPromise(() => readFile(ctx.inputs.training.path, "utf8"))
       const training = JSON.parse(trainingText) as Partial<CaseInfo>
       const matching = yield* attempt(() => matchingOf(ctx.inputs.training.path, training, vendor))
-
-      const datasetCase = caseOfScan(ctx.inputs.scan, vendor)
-      const { oct, labels } = yield* attemptPromise(() => loadCase(datasetCase))
-      if (ctx.params.strictGeometry) yield* attempt(() => checkGeometry(datasetCase.octPath, vendor, oct))
-      ctx.progress(1, 3, "loaded")
 
       const volume = yield* attempt(() => preprocessVolume(oct, vendor, matching))
       const labelVolume: Volume<Uint8Array> = labels ?? makeVolume("uint8", oct.dims, oct.spacingMm)

@@ -281,6 +281,8 @@ describe("workflow predict", () => {
     // A Cirrus volume's B-scan height does not fit Spectralis, so prepare fails.
     const result = predict(newCirrus, "--vendor", "Spectralis")
     expect(result.status).toBe(1)
+    expect(result.stderr).toContain("voxels high does not fit Spectralis")
+    expect(result.stderr).toContain("pass --vendor Cirrus, or --skip-geometry-check")
     expect(result.stderr).toContain("Not run because an upstream stage failed")
     expect(result.stderr).not.toContain("--exclude")
   })
