@@ -12,10 +12,10 @@
  * training data. The roi params go in as params of the prepare stage.
  */
 import { existsSync } from "node:fs"
-import { chmod, copyFile, mkdir, readdir, readFile, realpath, rm } from "node:fs/promises"
+import { chmod, copyFile, mkdir, readdir, readFile, realpath, rm, stat } from "node:fs/promises"
 import { basename, join, relative, resolve, sep } from "node:path"
 import * as Data from "effect/Data"
-import { RunFailed } from "../runtime/errors.ts"
+import { InvalidFlag, RunFailed } from "../runtime/errors.ts"
 import { runWorkflow, type RunEvent, type RunSummary } from "../runtime/executor.ts"
 import { taskKey } from "../runtime/plan.ts"
 import { hashFiles } from "../runtime/hash.ts"
@@ -322,6 +322,7 @@ async function trainingCasesMatching(
  * or model reference before anything runs, and with the run's `RunFailed` when a stage fails.
  */
 export async function predictScan(request: PredictRequest): Promise<PredictOutputs> {
+  if (request.out !== undefined) await checkOutFolder(request.out)
   const item = await describeScan(request.volume)
   const meta = item.meta as unknown as ScanMeta
   const { vendor } = resolveScanVendor(resolve(request.volume), meta, request.vendor ?? "auto")
@@ -385,6 +386,14 @@ function outputsOf(summary: RunSummary, key: string): Readonly<Record<string, St
     throw new Error(`internal: the predict task of ${key} did not finish although the run succeeded`)
   }
   return outcome.outputs
+}
+
+/** Rejects an `--out` path that exists and is not a folder, before the prediction runs. */
+export async function checkOutFolder(dir: string): Promise<void> {
+  const info = await stat(dir).catch(() => null)
+  if (info !== null && !info.isDirectory()) {
+    throw new InvalidFlag({ flag: "--out", value: dir, expected: "a folder, or a path that does not exist yet, but it is a file" })
+  }
 }
 
 /** Copies the label volumes, metrics and overlays to `dir` as writable files named after the scan. */

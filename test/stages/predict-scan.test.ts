@@ -10,6 +10,7 @@ import type { SourceItem, SourceItemRef } from "../../src/runtime/stage.ts"
 import { writeBscanCase } from "../../src/volume/bscans.ts"
 import { readMetaImage, writeMetaImage } from "../../src/volume/metaimage.ts"
 import type { Volume } from "../../src/volume/volume.ts"
+import { checkOutFolder, predictScan } from "../../src/cli/predict.ts"
 import { caseOfScan, describeScan } from "../../stages/predict-scan.ts"
 import { tempDir } from "../runtime/helpers.ts"
 
@@ -79,5 +80,19 @@ describe("caseOfScan", () => {
       scheme: "retouch",
       meta: { caseName: "scan", vendorFolder: "loose", vendorSource: "override", geometryChecked: false }
     })
+  })
+})
+
+describe("predict --out", () => {
+  it("rejects a file", async () => {
+    const file = join(root, "loose", "scan.mha")
+    await expect(predictScan({ volume: caseFolder, workspace: join(root, "ws"), out: file })).rejects.toMatchObject({
+      _tag: "InvalidFlag",
+      message: `Invalid value ${file} for --out: expected a folder, or a path that does not exist yet, but it is a file.`
+    })
+  })
+
+  it("accepts a missing folder", async () => {
+    await expect(checkOutFolder(join(root, "not-yet"))).resolves.toBeUndefined()
   })
 })
