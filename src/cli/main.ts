@@ -334,7 +334,8 @@ const lineageCommand = Command.make("lineage", {
   if (flags.json) return out(JSON.stringify(result, null, 2))
   for (const r of result.rows) {
     const what = r.kind === "source" ? `source ${r.stage} item ${r.item}` : `${r.stage}.${r.port}${r.item === null ? "" : ` item ${r.item}`}`
-    const how = r.execution_id === null ? "" : ` (execution ${r.execution_id}, params ${r.params}, code ${r.code_hash?.slice(0, 12)})`
+    const environment = r.environment === null || r.environment === "{}" ? "" : `, environment ${r.environment}`
+    const how = r.execution_id === null ? "" : ` (execution ${r.execution_id}, params ${r.params}, code ${r.code_hash?.slice(0, 12)}${environment})`
     out(`${"  ".repeat(r.depth)}${r.hash.slice(0, 12)} ${what} ${r.path}${how}`)
   }
 })).pipe(Command.withDescription("Show the inputs, params and code behind an artifact, or what depends on it"))

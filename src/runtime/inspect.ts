@@ -138,6 +138,8 @@ export interface LineageRow {
   readonly execution_id: number | null
   readonly params: string | null
   readonly code_hash: string | null
+  /** What the stage recorded about its environment as JSON, such as the tfjs backend; "{}" when nothing. */
+  readonly environment: string | null
 }
 
 /** A resolved artifact reference: its hash, and the run named by a path under `runs/<id>/`. */
@@ -185,7 +187,8 @@ async function contextRun(session: WorkspaceSession, artifact: ArtifactRef): Pro
 }
 
 const lineageColumns = `h.depth::INTEGER AS depth, a.hash, a.kind, a.stage, a.port, a.item, a.path,
-       a.execution_id::INTEGER AS execution_id, e.params::VARCHAR AS params, e.code_hash`
+       a.execution_id::INTEGER AS execution_id, e.params::VARCHAR AS params, e.code_hash,
+       e.environment::VARCHAR AS environment`
 
 /**
  * Ancestors (upstream) or descendants (downstream) of one artifact, nearest first.

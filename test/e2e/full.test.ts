@@ -101,6 +101,8 @@ describe("workflow full on the sample", () => {
     for (const row of roiRows) expect(JSON.parse(String(row.params))).toMatchObject({ threshold: 0.02 })
     const stages = new Set(rows.filter((row) => row.code_hash !== null).map((row) => row.stage))
     expect([...stages].sort()).toEqual(["evaluate", "preprocess", "roi", "split", "train"])
+    const trainRow = rows.find((row) => row.stage === "train")
+    expect(JSON.parse(String(trainRow?.environment))).toMatchObject({ backend: "wasm" })
   })
 
   it("writes a fluid Dice for the test case", () => {
