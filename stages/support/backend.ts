@@ -53,6 +53,17 @@ export class UnknownBackendNameError extends Error {
   }
 }
 
+export class BackendNotInstalledError extends Error {
+  readonly _tag = "BackendNotInstalledError"
+  constructor(readonly backend: BackendName, readonly packageName: string) {
+    super(
+      `OCTFLOW_BACKEND (or --backend) is "${backend}", but ${packageName} is not installed with its native ` +
+        `binding; install it with \`npm install ${packageName}\` (it downloads libtensorflow), ` +
+        "or leave out --backend to pick the fastest installed backend"
+    )
+  }
+}
+
 /**
  * Returns the backend name and its package version, and for wasm the build of the SIMD
  * kernels (their multiply-adds round differently): the values that join the fingerprint.
@@ -67,6 +78,10 @@ export const plannedBackend = (): {
   if (forced !== undefined && forced !== "" && forced !== "auto") {
     if (!(backendNames as readonly string[]).includes(forced)) throw new UnknownBackendNameError(forced)
     backend = forced as BackendName
+    // A native backend whose install failed would otherwise fail only once train starts,
+    // after the stages before it have run.
+    const installed = backend === "wasm" || backend === "cpu" ? packageDir(packageOf[backend]) !== undefined : hasNativeBinding(packageOf[backend])
+    if (!installed) throw new BackendNotInstalledError(backend, packageOf[backend])
   } else if (hasNativeBinding(packageOf["tensorflow-gpu"])) {
     backend = "tensorflow-gpu"
   } else if (hasNativeBinding(packageOf.tensorflow)) {

@@ -1,12 +1,24 @@
+import { createRequire } from "node:module"
 import { availableParallelism } from "node:os"
 import { afterEach, describe, expect, it } from "vitest"
-import { computeThreads, InvalidThreadsError } from "../../stages/support/backend.ts"
+import { BackendNotInstalledError, computeThreads, InvalidThreadsError, plannedBackend } from "../../stages/support/backend.ts"
 
-const saved = process.env.OCTFLOW_THREADS
+const nodeBackendInstalled = (() => {
+  try {
+    createRequire(import.meta.url).resolve("@tensorflow/tfjs-node/package.json")
+    return true
+  } catch {
+    return false
+  }
+})()
+
+const saved = { threads: process.env.OCTFLOW_THREADS, backend: process.env.OCTFLOW_BACKEND }
 
 afterEach(() => {
-  if (saved === undefined) delete process.env.OCTFLOW_THREADS
-  else process.env.OCTFLOW_THREADS = saved
+  if (saved.threads === undefined) delete process.env.OCTFLOW_THREADS
+  else process.env.OCTFLOW_THREADS = saved.threads
+  if (saved.backend === undefined) delete process.env.OCTFLOW_BACKEND
+  else process.env.OCTFLOW_BACKEND = saved.backend
 })
 
 describe("computeThreads", () => {
@@ -32,4 +44,20 @@ describe("computeThreads", () => {
       expect(() => computeThreads()).toThrow(`OCTFLOW_THREADS (or --threads) is "${value}"`)
     })
   }
+})
+
+describe("plannedBackend", () => {
+  it.each(["wasm", "cpu"])("takes the installed %s", (name) => {
+    process.env.OCTFLOW_BACKEND = name
+    expect(plannedBackend().backend).toBe(name)
+  })
+
+  // Where @tensorflow/tfjs-node installed (its install downloads libtensorflow), there is
+  // nothing to reject.
+  it.skipIf(nodeBackendInstalled)("rejects a native backend without its binding", () => {
+    process.env.OCTFLOW_BACKEND = "tensorflow"
+    expect(() => plannedBackend()).toThrow(BackendNotInstalledError)
+    expect(() => plannedBackend()).toThrow("@tensorflow/tfjs-node is not installed with its native binding")
+    expect(() => plannedBackend()).toThrow("leave out --backend")
+  })
 })
