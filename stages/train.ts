@@ -216,6 +216,7 @@ export const train = Stage.make({
               `epoch ${progress.epoch}/${params.epochs} loss ${progress.loss.toFixed(4)} ` +
                 `${progress.batchesPerSecond.toFixed(2)} batches/s`
             ),
+          onResume: (epoch) => ctx.log("info", "resumed from checkpoint", { epoch }),
           onEpoch: (metrics) =>
             ctx.log("info", "epoch finished", {
               epoch: metrics.epoch,
@@ -227,7 +228,6 @@ export const train = Stage.make({
             })
         })
       )
-      if (result.resumedFromEpoch > 0) ctx.log("info", "resumed from checkpoint", { epoch: result.resumedFromEpoch })
 
       const { saveModel } = yield* attemptPromise(() => import("../src/ml/model-io.ts"))
       yield* attemptPromise(() => saveModel(result.model, ctx.outputs.model))

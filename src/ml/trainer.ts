@@ -133,6 +133,8 @@ export interface TrainOptions {
   readonly resume?: boolean
   readonly onProgress?: (progress: BatchProgress) => void
   readonly onEpoch?: (metrics: EpochMetrics) => void | Promise<void>
+  /** Called once, before the first step, when training resumes after epoch `epoch` of a checkpoint. */
+  readonly onResume?: (epoch: number) => void
   /**
    * Threads that compute a step's micro-batches (default 1): this thread and threads - 1
    * worker threads, each with its own copy of the networks. The result does not depend
@@ -571,6 +573,7 @@ export async function train(config: TrainConfig, sampler: BatchSampler, options:
     startEpoch = state.epoch
     bestEpoch = state.bestEpoch
     bestValLoss = state.bestValLoss ?? Number.POSITIVE_INFINITY
+    options.onResume?.(startEpoch)
   }
 
   const replicas = await startReplicas(networks, config, options)

@@ -340,6 +340,8 @@ describe("resume", () => {
     const resumed = await runChild([resumedDir, join(dir, "resumed.bin"), "3"])
     expect(resumed.code).toBe(0)
     expect(resumed.stdout).toContain("resumed=1")
+    // The resume is reported before the first epoch it trains, not after training.
+    expect(resumed.stdout).toMatch(/^resuming after epoch 1\nepoch 2\n/)
 
     const a = await readFile(join(dir, "straight.bin"))
     const b = await readFile(join(dir, "resumed.bin"))
