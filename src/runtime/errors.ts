@@ -203,9 +203,17 @@ export class QueryNotReadOnly extends Data.TaggedError("QueryNotReadOnly")<{ rea
 }
 
 /** An artifact hash or path named by the user is not recorded. */
-export class ArtifactNotFound extends Data.TaggedError("ArtifactNotFound")<{ readonly ref: string }> {
+export class ArtifactNotFound extends Data.TaggedError("ArtifactNotFound")<{
+  readonly ref: string
+  /** True when `ref` is a path that does not exist. */
+  readonly missingPath?: boolean
+}> {
   override get message() {
-    return `No artifact matches "${this.ref}". Give a full or prefix hash, or a path under objects/ or runs/ ` +
+    // latest/ links only the stages that the newest run selected, so `run train` leaves no latest/evaluate.
+    const missing = this.missingPath === true
+      ? " That path does not exist; latest/ holds only the stages of the newest run, and runs/<id>/ those of each run."
+      : ""
+    return `No artifact matches "${this.ref}".${missing} Give a full or prefix hash, or a path under objects/ or runs/ ` +
       "(list them with the artifacts command)."
   }
 }

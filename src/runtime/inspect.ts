@@ -152,6 +152,7 @@ interface ArtifactRef {
 async function resolveArtifact(session: WorkspaceSession, ref: string): Promise<ArtifactRef> {
   let hash = ref
   let runId: string | null = null
+  let missingPath = false
   if (ref.includes("/") || ref.includes(sep)) {
     let path = isAbsolute(ref) ? ref : resolve(ref)
     const underRuns = relative(session.ws.runs, path).split(sep)
@@ -168,10 +169,12 @@ async function resolveArtifact(session: WorkspaceSession, ref: string): Promise<
     )
     if (byPath[0] !== undefined) return { hash: byPath[0].hash, runId }
     hash = basename(path).replace(/\..*$/, "")
+    // A removed object's path still names its hash, so a missing path is reported only when the hash is unknown too.
+    missingPath = !existsSync(path)
   }
-  if (!/^[0-9a-f]{4,64}$/.test(hash)) throw new ArtifactNotFound({ ref })
+  if (!/^[0-9a-f]{4,64}$/.test(hash)) throw new ArtifactNotFound({ ref, missingPath })
   const rows = await session.db.all<{ hash: string }>("SELECT DISTINCT hash FROM artifacts WHERE hash LIKE $1 || '%' LIMIT 2", [hash])
-  if (rows.length !== 1) throw new ArtifactNotFound({ ref })
+  if (rows.length !== 1) throw new ArtifactNotFound({ ref, missingPath })
   return { hash: rows[0]!.hash, runId }
 }
 

@@ -193,6 +193,12 @@ describe("runWorkflow on the synthetic workflow", () => {
     expect(result.rows.filter((r) => r.depth === 1).map((r) => `${r.stage}.${r.port}`)).toEqual(["scale.scaled"])
   })
 
+  it("says a lineage path is missing", async () => {
+    const missing = join(base.workspace, "latest/no-such-stage/out.json")
+    await expect(lineage(base.workspace, missing, "upstream")).rejects.toMatchObject({ _tag: "ArtifactNotFound", missingPath: true })
+    await expect(lineage(base.workspace, missing, "upstream")).rejects.toThrow("That path does not exist; latest/ holds only")
+  })
+
   it("reruns an item whose object is missing", async () => {
     const artifact = (await listArtifacts(base.workspace, { stage: "stats" })).find((a) => a.item === "item-0004")!
     chmodSync(dirname(artifact.path), 0o755)
