@@ -10,7 +10,7 @@ import { resolve } from "node:path"
 import { Database } from "./db.ts"
 import { forcedStages, type RunOptions } from "./executor.ts"
 import {
-  buildPlan, isEntryIntact, loadCache, materialOf, planTasks, resolveInputs, taskKey, type CacheEntry, type PlanTask
+  buildPlan, isEntryIntact, loadCache, materialOf, planTasks, resolveInputs, taskKey, type CacheEntry, type Plan, type PlanTask
 } from "./plan.ts"
 import { fingerprintOf, type FingerprintMaterial } from "./fingerprint.ts"
 import { canonicalJson } from "./params.ts"
@@ -72,12 +72,14 @@ async function explainWith(options: RunOptions, session: WorkspaceSession): Prom
   for (const task of tasks.values()) {
     const pendingDeps = [...new Set(task.deps.filter((d) => !known.has(d.key)).map((d) => d.stage))]
     if (pendingDeps.length > 0) {
+      const upstream = `upstream ${pendingDeps.join(", ")} will run`
+      const own = ownChanges(plan, task, recent.get(task.key) ?? [])
       entries.push({
         stage: task.stage,
         item: task.item,
-        decision: "pending",
+        decision: own.length > 0 ? "run" : "pending",
         fingerprint: null,
-        reasons: [`upstream ${pendingDeps.join(", ")} will run; this reruns only if those outputs change`]
+        reasons: own.length > 0 ? [...own, `${upstream} first`] : [`${upstream}; this reruns only if those outputs change`]
       })
       continue
     }
@@ -125,6 +127,32 @@ async function decide(
   }
   if (reasons.length === 0) reasons.push("the fingerprint format or stage identity changed")
   return { decision: "run", reasons }
+}
+
+/**
+ * Returns what makes a task run whatever its upstream outputs turn out to be: how its
+ * params, code, environment and seed differ from the closest earlier execution. It returns
+ * none when a successful execution had the same ones, because then only the inputs decide.
+ */
+function ownChanges(plan: Plan, task: PlanTask, recent: ReadonlyArray<LastExecution>): Array<string> {
+  if (recent.length === 0) return ["no earlier execution of this stage and item"]
+  const material: FingerprintMaterial = {
+    stage: task.stage,
+    item: task.item,
+    inputs: {},
+    params: plan.params.encoded.get(task.stage)!,
+    code: plan.code.get(task.stage)!.hash,
+    environment: plan.environment.get(task.stage)!,
+    seed: plan.seed
+  }
+  const modules = plan.code.get(task.stage)!.modules
+  let closest: Array<string> | null = null
+  for (const execution of recent) {
+    const reasons = diffExecution({ ...execution, inputs: null }, material, modules, task.stage)
+    if (reasons.length === 0 && execution.status === "ok") return []
+    if (closest === null || reasons.length < closest.length) closest = reasons
+  }
+  return closest!.length > 0 ? closest! : ["earlier executions with these settings failed"]
 }
 
 /** Executions compared per stage and item: enough to find the setting a change was made from. */

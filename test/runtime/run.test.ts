@@ -83,6 +83,15 @@ describe("runWorkflow on the synthetic workflow", () => {
     expect(entries.find((e) => e.stage === "report")!.decision).toBe("pending")
   })
 
+  it("explains a downstream param change", async () => {
+    const entries = await explainWorkflow({ ...base, overrides: ["scale.factor=3", "stats.offset=7"] })
+    const stats = entries.find((e) => e.stage === "stats" && e.item === "item-0001")!
+    expect(stats.decision).toBe("run")
+    // Executions with offset 0 and 1 differ by this param alone, and the newer one is shown.
+    expect(stats.reasons).toEqual(["param stats.offset: 1 -> 7", "upstream scale will run first"])
+    expect(entries.find((e) => e.stage === "report")!.decision).toBe("pending")
+  })
+
   it("reruns only a changed item", async () => {
     writeFileSync(join(base.dataDir!, "item-0002.txt"), "100\n")
     const entries = await explainWorkflow(base)
