@@ -183,6 +183,12 @@ export const prepare = Stage.make({
       // than the evaluate stage's on the same case.
       const roiMask = yield* attempt(() => roiVolume(volume, undefined, ctx.params.roi))
       yield* attemptPromise(() => writeMetaImage(ctx.outputs.roi, roiMask, { compress: true }))
+      if (!roiMask.data.some((value) => value !== 0)) {
+        // predict limits labels to the ROI by default, so an empty one yields an empty label volume.
+        ctx.log("warn", "the scan's ROI is empty, so no fluid can be predicted; check that it is an OCT volume of the given vendor", {
+          path: datasetCase.octPath
+        })
+      }
       ctx.progress(2, 3, "preprocessed")
 
       const matched = vendor !== "Spectralis"

@@ -259,6 +259,16 @@ describe("workflow predict", () => {
     expect(labels.dims).toEqual((await readMetaImage(looseScan)).dims)
   })
 
+  it("warns for a blank scan", async () => {
+    const spectralis = await readMetaImage(join(scans, "Spectralis", "NEW002", "oct.mhd"))
+    const blank = join(root, "blank", "Spectralis", "BLANK1", "oct.mha")
+    mkdirSync(join(root, "blank", "Spectralis", "BLANK1"), { recursive: true })
+    await writeMetaImage(blank, { ...spectralis, data: new Uint16Array(spectralis.data.length) })
+    const result = predict(join(root, "blank", "Spectralis", "BLANK1"))
+    expect(result.status).toBe(0)
+    expect(result.stderr + result.stdout).toContain("the scan's ROI is empty, so no fluid can be predicted")
+  })
+
   it("predicts a B-scan folder", async () => {
     const result = predict(bscanFolder, "--model", join(workspace, "latest", "train", "best"))
     expect(result.stderr).not.toMatch(/^error:/m)
