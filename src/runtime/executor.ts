@@ -10,7 +10,7 @@
  * no task of another stage starts after the first failure; with it, independent branches
  * continue. The run ends with one `RunFailed` listing every failed stage.
  */
-import { mkdir, rm, stat } from "node:fs/promises"
+import { mkdir, rm, rmdir, stat } from "node:fs/promises"
 import { availableParallelism } from "node:os"
 import { join } from "node:path"
 import { OutputMissing, RunFailed, StageFailed, UnknownName } from "./errors.ts"
@@ -350,6 +350,7 @@ class TaskRunner {
 
     if (!result.ok) {
       await rm(staging.dir, { recursive: true, force: true })
+      await removeIfEmpty(scratchDir)
       return this.fail(task, fingerprint, `${result.tag}: ${result.message}`, started, material)
     }
 
@@ -386,6 +387,7 @@ class TaskRunner {
       return { action: "ran", executionId, fingerprint, outputs }
     } catch (error) {
       await rm(staging.dir, { recursive: true, force: true })
+      await removeIfEmpty(scratchDir)
       return this.fail(task, fingerprint, (error as Error).message, started, material)
     }
   }
@@ -406,6 +408,14 @@ class TaskRunner {
       await tx.insert("run_tasks", ["run_id", "stage", "item", "execution_id", "action"], [[this.runId, task.stage, task.item, executionId, "failed"]])
     })
   }
+}
+
+/**
+ * Removes a failed task's scratch folder when it is empty. A folder with files stays,
+ * because a rerun of the same fingerprint resumes from them (train's checkpoints).
+ */
+async function removeIfEmpty(dir: string): Promise<void> {
+  await rmdir(dir).catch(() => undefined)
 }
 
 function summarize(

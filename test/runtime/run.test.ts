@@ -1,4 +1,4 @@
-import { appendFileSync, chmodSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { appendFileSync, chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { dirname, join } from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
 import { Database } from "../../src/runtime/db.ts"
@@ -151,6 +151,12 @@ describe("runWorkflow on the synthetic workflow", () => {
     expect(counts(summary).scale).toEqual({ ran: 4, cached: 0, failed: 1, blocked: 0 })
     expect(counts(summary).report!.blocked).toBe(1)
     expect(summary.error!.message).toContain("item-0003: InjectedFailure")
+    // The failed item wrote no scratch files, so it leaves no scratch folder behind.
+    const failedOutcome = summary.outcomes.get("scale\u0000item-0003")!
+    expect(failedOutcome.action).toBe("failed")
+    const failedFingerprint = failedOutcome.action === "failed" ? failedOutcome.fingerprint : ""
+    expect(failedFingerprint).toMatch(/^[0-9a-f]{64}$/)
+    expect(existsSync(join(base.workspace, "scratch", failedFingerprint))).toBe(false)
 
     // With keepGoing the other items flow on into stats; without it, stats may have stopped early.
     expect(counts(kept).scale).toEqual({ ran: 0, cached: 4, failed: 1, blocked: 0 })
