@@ -44,53 +44,78 @@ CREATE TABLE IF NOT EXISTS stat_cache (
   path VARCHAR PRIMARY KEY, dev BIGINT, ino BIGINT, size BIGINT, mtime_ns HUGEINT, sha256 VARCHAR);
 CREATE TABLE IF NOT EXISTS pins (run_id VARCHAR PRIMARY KEY, pinned_at TIMESTAMPTZ);
 
--- One edge per (input artifact, output artifact) of an execution.
+-- One edge per (input artifact, output artifact) of an execution, with the execution that
+-- produced the input (producer; null for a source file and for older records).
 CREATE OR REPLACE VIEW lineage_edges AS
-  SELECT l.hash AS input_hash, a.hash AS output_hash, l.execution_id, e.stage, e.item, l.input, a.port
+  SELECT l.hash AS input_hash, a.hash AS output_hash, l.execution_id, e.stage, e.item, l.input, a.port, l.producer
   FROM lineage l
   JOIN artifacts a ON a.execution_id = l.execution_id
   JOIN executions e ON e.id = l.execution_id;
 
--- Every ancestor of every artifact, with the shortest distance in executions. An execution
--- can write content equal to what it read (an empty mask predicted inside an empty ROI), so
--- the graph of hashes can have cycles: each pair is kept once, at its first depth
--- (USING KEY), later steps skip pairs already found, and no artifact is its own ancestor.
+-- Each execution's inputs with the execution that produced each one: the producer recorded
+-- with the read, else, for records made before producers were, every successful execution
+-- that wrote that hash. A source file has producer -1.
+CREATE OR REPLACE VIEW execution_inputs AS
+  SELECT l.execution_id, l.hash, l.producer FROM lineage l WHERE l.producer IS NOT NULL
+  UNION ALL
+  SELECT l.execution_id, l.hash, coalesce(p.execution_id, -1) AS producer
+  FROM lineage l
+  LEFT JOIN (SELECT DISTINCT a.hash, a.execution_id FROM artifacts a JOIN executions x ON x.id = a.execution_id AND x.status = 'ok') p
+    ON p.hash = l.hash
+  WHERE l.producer IS NULL;
+
+-- Every ancestor of every artifact, with the shortest distance in executions. The closure
+-- follows producing executions, not bare hashes, so two executions that wrote equal bytes
+-- from different inputs do not mix their ancestors. Equal content can also be read and
+-- written again (an empty mask predicted inside an empty ROI), so each (artifact, ancestor,
+-- producer) is kept once, at its first depth (USING KEY), later steps skip those already
+-- found, and no artifact is its own ancestor.
 CREATE OR REPLACE VIEW lineage_upstream AS
-  WITH RECURSIVE up(artifact, ancestor, depth) USING KEY (artifact, ancestor) AS (
-    SELECT DISTINCT output_hash, input_hash, 1 FROM lineage_edges WHERE output_hash <> input_hash
+  WITH RECURSIVE up(artifact, ancestor, producer, depth) USING KEY (artifact, ancestor, producer) AS (
+    SELECT DISTINCT a.hash, i.hash, i.producer, 1
+    FROM artifacts a JOIN execution_inputs i ON i.execution_id = a.execution_id
+    WHERE i.hash <> a.hash
     UNION
-    SELECT up.artifact, e.input_hash, min(up.depth) + 1
-    FROM up JOIN lineage_edges e ON e.output_hash = up.ancestor
-    WHERE e.input_hash <> up.artifact
-      AND NOT EXISTS (SELECT 1 FROM recurring.up r WHERE r.artifact = up.artifact AND r.ancestor = e.input_hash)
-    GROUP BY up.artifact, e.input_hash
+    SELECT up.artifact, i.hash, i.producer, min(up.depth) + 1
+    FROM up JOIN execution_inputs i ON i.execution_id = up.producer
+    WHERE i.hash <> up.artifact
+      AND NOT EXISTS (
+        SELECT 1 FROM recurring.up r WHERE r.artifact = up.artifact AND r.ancestor = i.hash AND r.producer = i.producer)
+    GROUP BY up.artifact, i.hash, i.producer
   )
-  SELECT artifact, ancestor, depth FROM up;
+  SELECT artifact, ancestor, min(depth) AS depth FROM up GROUP BY artifact, ancestor;
 
 -- Every descendant of every artifact: the same closure seen from the other end.
 CREATE OR REPLACE VIEW lineage_downstream AS
   SELECT ancestor AS artifact, artifact AS descendant, depth FROM lineage_upstream;
 
--- Table macros for one artifact, cheaper than filtering the full closure views. Each hash
--- is kept once, at its first depth, as in lineage_upstream.
+-- Table macros for one artifact, cheaper than filtering the full closure views, with the
+-- same rules.
 CREATE OR REPLACE MACRO upstream_of(h) AS TABLE
-  WITH RECURSIVE up(hash, depth) USING KEY (hash) AS (
-    SELECT h, 0
+  WITH RECURSIVE up(hash, producer, depth) USING KEY (hash, producer) AS (
+    SELECT DISTINCT i.hash, i.producer, 1
+    FROM artifacts a JOIN execution_inputs i ON i.execution_id = a.execution_id
+    WHERE a.hash = h AND i.hash <> h
     UNION
-    SELECT e.input_hash, min(up.depth) + 1 FROM up JOIN lineage_edges e ON e.output_hash = up.hash
-    WHERE NOT EXISTS (SELECT 1 FROM recurring.up r WHERE r.hash = e.input_hash)
-    GROUP BY e.input_hash
+    SELECT i.hash, i.producer, min(up.depth) + 1
+    FROM up JOIN execution_inputs i ON i.execution_id = up.producer
+    WHERE i.hash <> h
+      AND NOT EXISTS (SELECT 1 FROM recurring.up r WHERE r.hash = i.hash AND r.producer = i.producer)
+    GROUP BY i.hash, i.producer
   )
-  SELECT hash, depth FROM up WHERE depth > 0;
+  SELECT hash, min(depth) AS depth FROM up GROUP BY hash;
+-- Starts from every execution that read h, then follows the executions that read their outputs.
 CREATE OR REPLACE MACRO downstream_of(h) AS TABLE
-  WITH RECURSIVE down(hash, depth) USING KEY (hash) AS (
-    SELECT h, 0
+  WITH RECURSIVE down(execution_id, depth) USING KEY (execution_id) AS (
+    SELECT DISTINCT l.execution_id, 1 FROM lineage l WHERE l.hash = h
     UNION
-    SELECT e.output_hash, min(down.depth) + 1 FROM down JOIN lineage_edges e ON e.input_hash = down.hash
-    WHERE NOT EXISTS (SELECT 1 FROM recurring.down r WHERE r.hash = e.output_hash)
-    GROUP BY e.output_hash
+    SELECT i.execution_id, min(down.depth) + 1
+    FROM down JOIN execution_inputs i ON i.producer = down.execution_id
+    WHERE NOT EXISTS (SELECT 1 FROM recurring.down r WHERE r.execution_id = i.execution_id)
+    GROUP BY i.execution_id
   )
-  SELECT hash, depth FROM down WHERE depth > 0;
+  SELECT a.hash, min(d.depth) AS depth FROM down d JOIN artifacts a ON a.execution_id = d.execution_id
+  WHERE a.hash <> h GROUP BY a.hash;
 
 -- The newest successful execution of each fingerprint.
 CREATE OR REPLACE VIEW cache_entries AS
