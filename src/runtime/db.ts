@@ -29,6 +29,8 @@ CREATE TABLE IF NOT EXISTS artifacts (
 CREATE TABLE IF NOT EXISTS lineage (execution_id BIGINT, input VARCHAR, item VARCHAR, hash VARCHAR);
 -- The execution whose output the input was; null for a source file and for runs before it was recorded.
 ALTER TABLE lineage ADD COLUMN IF NOT EXISTS producer BIGINT;
+-- The path a source file was read from; null for an artifact and for runs before it was recorded.
+ALTER TABLE lineage ADD COLUMN IF NOT EXISTS path VARCHAR;
 CREATE TABLE IF NOT EXISTS run_tasks (run_id VARCHAR, stage VARCHAR, item VARCHAR, execution_id BIGINT, action VARCHAR);
 CREATE TABLE IF NOT EXISTS params (run_id VARCHAR, stage VARCHAR, key VARCHAR, value JSON, origin VARCHAR);
 CREATE TABLE IF NOT EXISTS metrics (

@@ -373,8 +373,8 @@ class TaskRunner {
         await tx.insert("artifacts", ["hash", "kind", "path", "size", "ext", "execution_id", "stage", "port", "item"],
           Object.entries(outputs).map(([port, o]) => [o.hash, o.kind, o.path, o.size, o.ext, executionId, task.stage, port, task.item]))
         if (inputs.lineage.length > 0) {
-          await tx.insert("lineage", ["execution_id", "input", "item", "hash", "producer"],
-            inputs.lineage.map((l) => [executionId, l.input, l.item, l.hash, l.producer]))
+          await tx.insert("lineage", ["execution_id", "input", "item", "hash", "producer", "path"],
+            inputs.lineage.map((l) => [executionId, l.input, l.item, l.hash, l.producer, l.path]))
         }
         await insertEmitted(tx, executionId, task, rows)
         await tx.insert("run_tasks", ["run_id", "stage", "item", "execution_id", "action"],

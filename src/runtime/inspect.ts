@@ -209,15 +209,20 @@ export function lineage(workspace: string, ref: string, direction: "upstream" | 
   return withRead(workspace, async (session) => {
     const artifact = await resolveArtifact(session, ref)
     if (direction === "downstream") {
+      // A workspace last written by an older version, opened read-only, may have a
+      // downstream_of macro that loops on cycles, so it gets a closure over bare hashes
+      // that ends on them.
+      const closure = (await hasLineageColumn(session, "producer"))
+        ? "SELECT hash, depth FROM downstream_of($1)"
+        : `WITH RECURSIVE down(hash, depth) USING KEY (hash) AS (
+             SELECT $1, 0
+             UNION
+             SELECT e.output_hash, min(down.depth) + 1 FROM down JOIN lineage_edges e ON e.input_hash = down.hash
+             WHERE NOT EXISTS (SELECT 1 FROM recurring.down r WHERE r.hash = e.output_hash)
+             GROUP BY e.output_hash)
+           SELECT hash, depth FROM down WHERE depth > 0`
       const rows = await session.db.all<LineageRow>(
-        // The same closure as the downstream_of macro, written here so that a workspace
-        // whose stored schema is older still gets a query that ends on cycles.
-        `WITH RECURSIVE hits(hash, depth) USING KEY (hash) AS (
-           SELECT $1, 0
-           UNION
-           SELECT e.output_hash, min(hits.depth) + 1 FROM hits JOIN lineage_edges e ON e.input_hash = hits.hash
-           WHERE NOT EXISTS (SELECT 1 FROM recurring.hits r WHERE r.hash = e.output_hash)
-           GROUP BY e.output_hash)
+        `WITH hits AS (${closure} UNION ALL SELECT $1, 0)
          SELECT DISTINCT ${lineageColumns}
          FROM hits h JOIN artifacts a ON a.hash = h.hash LEFT JOIN executions e ON e.id = a.execution_id
          ORDER BY depth, a.stage, a.item, a.port`,
@@ -228,11 +233,12 @@ export function lineage(workspace: string, ref: string, direction: "upstream" | 
     const ancestors = await upstreamAncestors(session, artifact.hash, await contextRun(session, artifact))
     const rows = await session.db.all<LineageRow>(
       `WITH h AS (
-         SELECT unnest(from_json($1::JSON, '[{"hash":"VARCHAR","item":"VARCHAR","depth":"INTEGER","producer":"BIGINT"}]'), recursive := true))
+         SELECT unnest(from_json($1::JSON, '[{"hash":"VARCHAR","item":"VARCHAR","path":"VARCHAR","depth":"INTEGER","producer":"BIGINT"}]'), recursive := true))
        SELECT DISTINCT ${lineageColumns}
        FROM h JOIN artifacts a ON a.hash = h.hash
          AND (a.execution_id = h.producer
-              OR (h.producer IS NULL AND a.execution_id IS NULL AND (h.item IS NULL OR a.item = h.item)))
+              OR (h.producer IS NULL AND a.execution_id IS NULL AND (h.item IS NULL OR a.item = h.item)
+                  AND (h.path IS NULL OR a.path = h.path)))
        LEFT JOIN executions e ON e.id = a.execution_id
        ORDER BY depth, execution_id DESC NULLS LAST, a.item, a.port`,
       [JSON.stringify(ancestors)]
@@ -241,11 +247,22 @@ export function lineage(workspace: string, ref: string, direction: "upstream" | 
   })
 }
 
+/** Returns whether the lineage table has `column`; a workspace last written by an older version may not. */
+async function hasLineageColumn(session: WorkspaceSession, column: "producer" | "path"): Promise<boolean> {
+  const columns = await session.db.all<{ n: number }>(
+    "SELECT count(*)::INTEGER AS n FROM information_schema.columns WHERE table_name = 'lineage' AND column_name = $1",
+    [column]
+  )
+  return columns[0]?.n === 1
+}
+
 /** An artifact reached by upstream lineage, with the execution chosen as its producer. */
 interface Ancestor {
   readonly hash: string
   /** The item whose input it was; it tells apart source files with equal content. */
   readonly item: string | null
+  /** The path a source file was read from, when recorded; equal content can lie at several paths. */
+  readonly path: string | null
   readonly depth: number
   readonly producer: number | null
 }
@@ -257,6 +274,7 @@ interface Ancestor {
 interface Pending {
   readonly hash: string
   readonly item: string | null
+  readonly path: string | null
   readonly consumer: number | null
   readonly run: string | null
   readonly producer: number | null
@@ -268,13 +286,10 @@ interface Pending {
  * that an execution reads and writes again unchanged does not loop.
  */
 async function upstreamAncestors(session: WorkspaceSession, hash: string, runId: string | null): Promise<Array<Ancestor>> {
-  // A workspace last written by an older version, opened read-only, has no producer column.
-  const columns = await session.db.all<{ n: number }>(
-    "SELECT count(*)::INTEGER AS n FROM information_schema.columns WHERE table_name = 'lineage' AND column_name = 'producer'"
-  )
-  const producerColumn = columns[0]?.n === 1 ? "producer::INTEGER" : "NULL::INTEGER"
+  const producerColumn = (await hasLineageColumn(session, "producer")) ? "producer::INTEGER" : "NULL::INTEGER"
+  const pathColumn = (await hasLineageColumn(session, "path")) ? "path" : "NULL::VARCHAR"
   const found = new Map<string, Ancestor>()
-  let pending: Array<Pending> = [{ hash, item: null, consumer: null, run: runId, producer: null }]
+  let pending: Array<Pending> = [{ hash, item: null, path: null, consumer: null, run: runId, producer: null }]
   for (let depth = 0; pending.length > 0; depth++) {
     const hashes = [...new Set(pending.map((entry) => entry.hash))]
     const candidates = await session.db.all<Candidate>(
@@ -291,12 +306,12 @@ async function upstreamAncestors(session: WorkspaceSession, hash: string, runId:
       const key = keyOf(entry)
       if (found.has(key)) continue
       const producer = chooseProducer(candidates.filter((c) => c.hash === entry.hash), entry)
-      found.set(key, { hash: entry.hash, item: entry.item, depth, producer: producer?.execution_id ?? null })
+      found.set(key, { hash: entry.hash, item: entry.item, path: entry.path, depth, producer: producer?.execution_id ?? null })
       if (producer !== null && !producers.includes(producer)) producers.push(producer)
     }
     if (producers.length === 0) break
-    const inputs = await session.db.all<{ execution_id: number; hash: string; item: string | null; producer: number | null }>(
-      `SELECT DISTINCT execution_id::INTEGER AS execution_id, hash, item, ${producerColumn} AS producer FROM lineage
+    const inputs = await session.db.all<{ execution_id: number; hash: string; item: string | null; producer: number | null; path: string | null }>(
+      `SELECT DISTINCT execution_id::INTEGER AS execution_id, hash, item, ${producerColumn} AS producer, ${pathColumn} AS path FROM lineage
        WHERE list_contains(from_json($1::JSON, '["BIGINT"]'), execution_id)`,
       [JSON.stringify(producers.map((producer) => producer.execution_id))]
     )
@@ -304,7 +319,9 @@ async function upstreamAncestors(session: WorkspaceSession, hash: string, runId:
     for (const producer of producers) {
       for (const input of inputs) {
         if (input.execution_id !== producer.execution_id || found.has(keyOf(input))) continue
-        pending.push({ hash: input.hash, item: input.item, consumer: producer.execution_id, run: producer.run_id, producer: input.producer })
+        pending.push({
+          hash: input.hash, item: input.item, path: input.path, consumer: producer.execution_id, run: producer.run_id, producer: input.producer
+        })
       }
     }
   }
@@ -320,7 +337,8 @@ interface Candidate {
   readonly runs: Array<string> | null
 }
 
-const keyOf = (artifact: { readonly hash: string; readonly item: string | null }) => `${artifact.hash}\u0000${artifact.item ?? ""}`
+const keyOf = (artifact: { readonly hash: string; readonly item: string | null; readonly path: string | null }) =>
+  `${artifact.hash}\u0000${artifact.item ?? ""}\u0000${artifact.path ?? ""}`
 
 /**
  * Picks the producer recorded with the read when it is known. Otherwise, it picks the

@@ -208,12 +208,13 @@ export interface ResolvedInputs {
   readonly lineage: Array<LineageInput>
 }
 
-/** One input artifact of a task, with the execution that produced it (null for a source file). */
+/** One input artifact of a task, with the execution that produced it, or for a source file the path it was read from. */
 export interface LineageInput {
   readonly input: string
   readonly item: string | null
   readonly hash: string
   readonly producer: number | null
+  readonly path: string | null
 }
 
 /** Resolve a task's inputs from the sources and the outputs of finished upstream tasks. */
@@ -227,12 +228,12 @@ export function resolveInputs(
   const material: Record<string, Json> = {}
   const lineage: Array<LineageInput> = []
   const addSource = (input: string, ref: SourceItemRef) => {
-    for (const file of ref.files) lineage.push({ input, item: ref.key, hash: file.hash, producer: null })
+    for (const file of ref.files) lineage.push({ input, item: ref.key, hash: file.hash, producer: null, path: file.path })
   }
   const artifact = (input: string, stage: string, item: string | null, port: string): ArtifactRef => {
     const result = resultOf(stage, item)
     const stored = result.outputs[port]!
-    lineage.push({ input, item, hash: stored.hash, producer: result.executionId })
+    lineage.push({ input, item, hash: stored.hash, producer: result.executionId, path: null })
     return { item, path: join(ws.root, stored.path), hash: stored.hash }
   }
 
@@ -269,7 +270,7 @@ export function resolveInputs(
       const ref: ArtifactRef = { item: planned.item, path: join(ws.root, planned.object.path), hash: planned.object.hash }
       values[name] = ref
       material[name] = ref.hash
-      lineage.push({ input: name, item: ref.item, hash: ref.hash, producer: planned.executionId })
+      lineage.push({ input: name, item: ref.item, hash: ref.hash, producer: planned.executionId, path: null })
     } else if (spec.kind === "output") {
       const upstream = plan.dag.nodes.get(spec.stage)!
       const ref = artifact(name, spec.stage, upstream.itemSource === null ? null : task.item, spec.port)

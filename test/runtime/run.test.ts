@@ -1,4 +1,4 @@
-import { appendFileSync, chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { appendFileSync, chmodSync, cpSync, existsSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { dirname, join } from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
 import { Database } from "../../src/runtime/db.ts"
@@ -201,6 +201,20 @@ describe("runWorkflow on the synthetic workflow", () => {
 
     const down = await lineage(base.workspace, join(base.dataDir!, "item-0001.txt"), "downstream")
     expect(down.rows.map((r) => r.hash)).toContain(summaryArtifact.hash)
+  })
+
+  it("names only the source paths read", async () => {
+    // A copy of the data has the same content at other paths, so the run reuses every result.
+    const copyDir = join(tempDir("synthetic-data"), "data")
+    cpSync(base.dataDir!, copyDir, { recursive: true })
+    const copied = await runWorkflow({ ...base, dataDir: copyDir, overrides: ["scale.factor=4"] })
+    expect(ranCounts(copied)).toEqual({ scale: 0, stats: 0, report: 0 })
+
+    const summaryArtifact = (await listArtifacts(base.workspace, { stage: "report" })).find((a) => a.port === "summary")!
+    const up = await lineage(base.workspace, summaryArtifact.hash, "upstream")
+    const paths = up.rows.filter((r) => r.kind === "source").map((r) => r.path)
+    expect(paths).toHaveLength(5)
+    for (const path of paths) expect(path.startsWith(`${base.dataDir!}/`)).toBe(true)
   })
 
   it("resolves lineage by a runs path", async () => {
