@@ -4,10 +4,11 @@
  * objects that no kept run uses.
  */
 import { existsSync } from "node:fs"
-import { readdir, readlink, rm } from "node:fs/promises"
+import { readdir, readlink, realpath, rm, stat } from "node:fs/promises"
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "node:path"
 import { ArtifactNotFound, QueryNotReadOnly, UnknownName } from "./errors.ts"
 import type { SqlValue } from "./db.ts"
+import { hashFile } from "./hash.ts"
 import { openForRead, openForWrite, type OpenOptions, type WorkspaceSession } from "./session.ts"
 import { makeWritable } from "./store.ts"
 
@@ -168,6 +169,8 @@ async function resolveArtifact(session: WorkspaceSession, ref: string): Promise<
       "SELECT hash FROM artifacts WHERE path = $1 OR path = $2 LIMIT 1", [relativePath, path]
     )
     if (byPath[0] !== undefined) return { hash: byPath[0].hash, runId }
+    const found = await artifactContaining(session, path)
+    if (found !== null) return { hash: found, runId }
     hash = basename(path).replace(/\..*$/, "")
     // A removed object's path still names its hash, so a missing path is reported only when the hash is unknown too.
     missingPath = !existsSync(path)
@@ -176,6 +179,32 @@ async function resolveArtifact(session: WorkspaceSession, ref: string): Promise<
   const rows = await session.db.all<{ hash: string }>("SELECT DISTINCT hash FROM artifacts WHERE hash LIKE $1 || '%' LIMIT 2", [hash])
   if (rows.length !== 1) throw new ArtifactNotFound({ ref, missingPath })
   return { hash: rows[0]!.hash, runId }
+}
+
+/**
+ * Finds the artifact behind an existing path that is not itself a recorded one: the stored
+ * folder that contains it (one label volume in evaluate's labels folder), else, for a file
+ * outside the workspace, the artifact with its content (a copy that predict --out wrote).
+ * Returns null when neither is recorded.
+ */
+async function artifactContaining(session: WorkspaceSession, path: string): Promise<string | null> {
+  const real = await realpath(path).catch(() => null)
+  if (real === null) return null
+  const root = await realpath(session.ws.root).catch(() => session.ws.root)
+  const inside = relative(root, real).split(sep)
+  if (inside[0] !== ".." && !isAbsolute(inside[0]!)) {
+    for (let depth = inside.length - 1; depth > 0; depth--) {
+      const rows = await session.db.all<{ hash: string }>(
+        "SELECT hash FROM artifacts WHERE path = $1 AND kind = 'directory' LIMIT 1", [inside.slice(0, depth).join("/")]
+      )
+      if (rows[0] !== undefined) return rows[0].hash
+    }
+    return null
+  }
+  if (!(await stat(real)).isFile()) return null
+  const content = await hashFile(real)
+  const rows = await session.db.all<{ hash: string }>("SELECT hash FROM artifacts WHERE hash = $1 LIMIT 1", [content])
+  return rows[0]?.hash ?? null
 }
 
 /** Returns the run a lineage question is about: the one named by the path, else the newest run that used the artifact. */

@@ -4,7 +4,7 @@
  * runs it) and a real workspace database.
  */
 import { spawnSync } from "node:child_process"
-import { mkdtempSync, readFileSync, rmSync } from "node:fs"
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -103,6 +103,15 @@ describe("workflow full on the sample", () => {
     expect([...stages].sort()).toEqual(["evaluate", "preprocess", "roi", "split", "train"])
     const trainRow = rows.find((row) => row.stage === "train")
     expect(JSON.parse(String(trainRow?.environment))).toMatchObject({ backend: "wasm" })
+  })
+
+  it("traces one label volume to evaluate", () => {
+    const labelsDir = join(workspace, "latest", "evaluate", "labels")
+    const volume = readdirSync(labelsDir).find((name) => name.endsWith(".mha"))!
+    const result = cli("lineage", "--json", "--upstream", "--workspace", workspace, join(labelsDir, volume))
+    expect(result.status).toBe(0)
+    const rows = (JSON.parse(result.stdout) as { rows: Array<Record<string, unknown>> }).rows
+    expect(rows[0]).toMatchObject({ depth: 0, stage: "evaluate", port: "labels" })
   })
 
   it("writes a fluid Dice for the test case", () => {

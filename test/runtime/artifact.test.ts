@@ -2,7 +2,7 @@
  * Run-time artifact inputs (`Stage.artifact`): resolution from `RunOptions.artifacts`, the
  * plan-time checks, caching by hash, and lineage from the artifact to the stage's outputs.
  */
-import { readFileSync, rmSync } from "node:fs"
+import { copyFileSync, readFileSync, rmSync } from "node:fs"
 import { join } from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
 import { runWorkflow, type RunSummary } from "../../src/runtime/executor.ts"
@@ -54,6 +54,16 @@ describe("Stage.artifact inputs", () => {
     const model = rows.find((row) => row.hash === modelHash)
     expect(model?.stage).toBe("make")
     expect(model?.depth).toBe(1)
+  })
+
+  it("traces a copy by its content", async () => {
+    const summary = await runWorkflow({ workflow: consumer, workspace, jobs: 1, artifacts: { model: modelHash } })
+    const out = outputOf(summary, "consume", "out")
+    const copy = join(tempDir("artifact-copy"), "out.txt")
+    copyFileSync(join(workspace, out.path), copy)
+    const { hash, rows } = await lineage(workspace, copy, "upstream")
+    expect(hash).toBe(out.hash)
+    expect(rows.find((row) => row.hash === modelHash)?.stage).toBe("make")
   })
 
   it("skips a rerun with the same artifact", async () => {
