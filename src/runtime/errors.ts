@@ -213,7 +213,7 @@ export class ArtifactNotFound extends Data.TaggedError("ArtifactNotFound")<{
     const missing = this.missingPath === true
       ? " That path does not exist; latest/ holds only the stages of the newest run, and runs/<id>/ those of each run."
       : ""
-    return `No artifact matches "${this.ref}".${missing} Give a full or prefix hash, or a path under objects/ or runs/ ` +
+    return `No artifact matches "${this.ref}".${missing} Give a full hash or a prefix of at least 4 hex digits, or a path under objects/ or runs/ ` +
       "(list them with the artifacts command)."
   }
 }

@@ -35,10 +35,15 @@ export interface RunRow {
   readonly failed: number
 }
 
-/** List every run, newest first, with its task counts. */
+/**
+ * List every run, newest first, with its task counts. The database opens read-only only
+ * while no process writes it, so a run still marked running was killed and is listed as
+ * interrupted, as `status` does.
+ */
 export function listRuns(workspace: string): Promise<Array<RunRow>> {
   return withRead(workspace, (session) => session.db.all<RunRow>(
-    `SELECT r.id, r.workflow, r.started::VARCHAR AS started, r.finished::VARCHAR AS finished, r.status, r.profile,
+    `SELECT r.id, r.workflow, r.started::VARCHAR AS started, r.finished::VARCHAR AS finished,
+            CASE WHEN r.status = 'running' THEN 'interrupted' ELSE r.status END AS status, r.profile,
             r.targets::VARCHAR AS targets, p.run_id IS NOT NULL AS pinned,
             count(*) FILTER (WHERE t.action = 'ran')::INTEGER AS ran,
             count(*) FILTER (WHERE t.action = 'cached')::INTEGER AS cached,

@@ -63,6 +63,15 @@ describe("a run killed with SIGKILL", () => {
     const statuses = (await listRuns(workspace)).map((r) => r.status)
     expect(statuses.filter((s) => s === "interrupted").length).toBe(3)
   })
+
+  it("lists a killed run as interrupted", async () => {
+    const workspace = join(tempDir("crash-list"), "ws")
+    const killed = await killWhen(fullArgs(workspace, data), (stderr) => ranLines(stderr) >= 1)
+    expect(killed.signal).toBe("SIGKILL")
+    // No process has taken the lock over yet, so the database still marks the run running.
+    const runs = await listRuns(workspace)
+    expect(runs.map((r) => r.status)).toEqual(["interrupted"])
+  })
 })
 
 describe("two processes on one workspace", () => {
