@@ -8,6 +8,7 @@
 import { existsSync } from "node:fs"
 import { resolve } from "node:path"
 import { Database } from "./db.ts"
+import { UnknownName } from "./errors.ts"
 import { forcedStages, type RunOptions } from "./executor.ts"
 import {
   buildPlan, isEntryIntact, loadCache, materialOf, planTasks, resolveInputs, taskKey, type CacheEntry, type Plan, type PlanTask
@@ -63,6 +64,9 @@ export async function explainWorkflow(options: RunOptions): Promise<Array<Explai
 async function explainWith(options: RunOptions, session: WorkspaceSession): Promise<Array<ExplainEntry>> {
   const plan = await buildPlan(options, session, false)
   const forced = forcedStages(options.force, plan.selected)
+  for (const name of forced) {
+    if (!plan.dag.nodes.has(name)) throw new UnknownName({ kind: "stage", name, known: plan.dag.order })
+  }
   const tasks = planTasks(plan)
   const cache = await loadCache(session, plan.selected)
   const recent = await loadRecentExecutions(session, plan.selected)

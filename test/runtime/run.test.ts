@@ -83,6 +83,10 @@ describe("runWorkflow on the synthetic workflow", () => {
     expect(entries.find((e) => e.stage === "report")!.decision).toBe("pending")
   })
 
+  it("explains no unknown forced stage", async () => {
+    await expect(explainWorkflow({ ...base, force: ["nosuch"] })).rejects.toMatchObject({ _tag: "UnknownName", name: "nosuch" })
+  })
+
   it("explains a downstream param change", async () => {
     const entries = await explainWorkflow({ ...base, overrides: ["scale.factor=3", "stats.offset=7"] })
     const stats = entries.find((e) => e.stage === "stats" && e.item === "item-0001")!
