@@ -6,7 +6,7 @@
  */
 import { existsSync } from "node:fs"
 import { availableParallelism } from "node:os"
-import { dirname, join } from "node:path"
+import { dirname, isAbsolute, join } from "node:path"
 // Deep imports: the package barrels load every module (HTTP, sockets...), which costs
 // seconds of start-up through the tsx loader.
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
@@ -336,7 +336,9 @@ const lineageCommand = Command.make("lineage", {
     const what = r.kind === "source" ? `source ${r.stage} item ${r.item}` : `${r.stage}.${r.port}${r.item === null ? "" : ` item ${r.item}`}`
     const environment = r.environment === null || r.environment === "{}" ? "" : `, environment ${r.environment}`
     const how = r.execution_id === null ? "" : ` (execution ${r.execution_id}, params ${r.params}, code ${r.code_hash?.slice(0, 12)}${environment})`
-    out(`${"  ".repeat(r.depth)}${r.hash.slice(0, 12)} ${what} ${r.path}${how}`)
+    // gc removes objects that no kept run uses, but their records stay.
+    const gone = existsSync(isAbsolute(r.path) ? r.path : join(flags.workspace, r.path)) ? "" : " (file removed)"
+    out(`${"  ".repeat(r.depth)}${r.hash.slice(0, 12)} ${what} ${r.path}${gone}${how}`)
   }
 })).pipe(Command.withDescription("Show the inputs, params and code behind an artifact, or what depends on it"))
 
