@@ -371,7 +371,7 @@ const gc = Command.make("gc", {
   workspace,
   noWait,
   dryRun: Flag.Boolean("dry-run").pipe(Flag.withDescription("List what would be removed"), Flag.withDefault(false)),
-  keep: Flag.Int("keep").pipe(Flag.withDescription("Number of newest runs whose objects are kept"), Flag.withDefault(5))
+  keep: Flag.Int("keep").pipe(Flag.withDescription("Number of newest finished runs whose objects are kept; interrupted runs do not count"), Flag.withDefault(5))
 }, (flags) => action(async () => {
   const { collectGarbage } = await loadInspect()
   const result = await collectGarbage(flags.workspace, { dryRun: flags.dryRun, keepRuns: flags.keep, noWait: flags.noWait })

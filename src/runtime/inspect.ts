@@ -461,15 +461,19 @@ export async function collectGarbage(
   const session = await openForWrite(workspace, options)
   try {
     const keepRuns = options.keepRuns ?? 5
-    const kept = await session.db.all<{ id: string }>(
-      `SELECT id FROM (SELECT id FROM runs ORDER BY started DESC, id DESC LIMIT $1)
-       UNION SELECT run_id FROM pins`,
-      [keepRuns]
-    )
+    // Interrupted runs do not count towards keepRuns. Those newer than the newest finished
+    // run are kept as well, because a rerun resumes from their committed tasks.
+    const keptRuns = `
+      SELECT id FROM (SELECT id FROM runs WHERE status <> 'interrupted' ORDER BY started DESC, id DESC LIMIT $1)
+      UNION SELECT id FROM runs
+        WHERE status = 'interrupted'
+          AND started > coalesce((SELECT max(started) FROM runs WHERE status <> 'interrupted'), '-infinity'::TIMESTAMPTZ)
+      UNION SELECT run_id FROM pins`
+    const kept = await session.db.all<{ id: string }>(keptRuns, [keepRuns])
     const keptIds = kept.map((r) => r.id)
     const reachable = new Set((await session.db.all<{ path: string }>(
       `SELECT DISTINCT a.path FROM run_tasks t JOIN artifacts a ON a.execution_id = t.execution_id
-       WHERE t.run_id IN (SELECT id FROM (SELECT id FROM runs ORDER BY started DESC, id DESC LIMIT $1) UNION SELECT run_id FROM pins)`,
+       WHERE t.run_id IN (${keptRuns})`,
       [keepRuns]
     )).map((r) => r.path))
 

@@ -1,8 +1,8 @@
 import { existsSync, readdirSync } from "node:fs"
-import { join } from "node:path"
+import { join, relative } from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
 import { runWorkflow } from "../../src/runtime/executor.ts"
-import { listArtifacts, listRuns } from "../../src/runtime/inspect.ts"
+import { collectGarbage, listArtifacts, listRuns } from "../../src/runtime/inspect.ts"
 import { workflow, writeSyntheticData } from "../../workflows/synthetic.ts"
 import { runCli, startCli, tempDir, type CliResult } from "./helpers.ts"
 
@@ -60,17 +60,32 @@ describe("a run killed with SIGKILL", () => {
     expect(await artifactHashes(workspace)).toEqual(reference)
     expect(readdirSync(join(workspace, "staging"))).toEqual([])
 
-    const statuses = (await listRuns(workspace)).map((r) => r.status)
-    expect(statuses.filter((s) => s === "interrupted").length).toBe(3)
+    const runs = await listRuns(workspace)
+    expect(runs.filter((r) => r.status === "interrupted").length).toBe(3)
+    // The three interrupted runs are older than the finished rerun, so gc keeps the rerun alone.
+    const gc = await collectGarbage(workspace, { keepRuns: 1, dryRun: true })
+    expect(gc.keptRuns).toEqual([runs[0]!.id])
+    expect(runs[0]!.status).toBe("ok")
   })
 
   it("lists a killed run as interrupted", async () => {
     const workspace = join(tempDir("crash-list"), "ws")
-    const killed = await killWhen(fullArgs(workspace, data), (stderr) => ranLines(stderr) >= 1)
+    const finished = await runCli(fullArgs(workspace, data))
+    expect(finished.code).toBe(0)
+    const killed = await killWhen([...fullArgs(workspace, data), "-p", "scale.factor=3"], (stderr) => ranLines(stderr) >= 1)
     expect(killed.signal).toBe("SIGKILL")
+
     // No process has taken the lock over yet, so the database still marks the run running.
     const runs = await listRuns(workspace)
-    expect(runs.map((r) => r.status)).toEqual(["interrupted"])
+    expect(runs.map((r) => r.status)).toEqual(["interrupted", "ok"])
+
+    // The interrupted run takes no gc slot, and it is kept too, because no finished run
+    // followed it and a rerun resumes from its committed tasks.
+    const gc = await collectGarbage(workspace, { keepRuns: 1, dryRun: true })
+    expect([...gc.keptRuns].sort()).toEqual(runs.map((r) => r.id).sort())
+    const committed = await listArtifacts(workspace, { run: runs[0]!.id })
+    expect(committed.length).toBeGreaterThan(0)
+    for (const artifact of committed) expect(gc.removedObjects).not.toContain(relative(workspace, artifact.path))
   })
 })
 
