@@ -392,7 +392,7 @@ function outputsOf(summary: RunSummary, key: string): Readonly<Record<string, St
 export async function checkOutFolder(dir: string): Promise<void> {
   const info = await stat(dir).catch(() => null)
   if (info !== null && !info.isDirectory()) {
-    throw new InvalidFlag({ flag: "--out", value: dir, expected: "a folder, or a path that does not exist yet, but it is a file" })
+    throw new InvalidFlag({ flag: "--out", value: dir, expected: "a folder or a path that does not exist yet, not a file" })
   }
 }
 

@@ -232,7 +232,7 @@ class TaskRunner {
     return { action: "cached", executionId: entry.executionId, fingerprint, outputs: entry.outputs }
   }
 
-  /** The execution and outputs of a finished upstream task, as `resolveInputs` reads them. */
+  /** Returns the execution and outputs of a finished upstream task, as `resolveInputs` reads them. */
   private resultOf(stage: string, item: string | null): CacheEntry {
     const outcome = this.settled.get(taskKey(stage, item))
     if (outcome === undefined || (outcome.action !== "ran" && outcome.action !== "cached")) {

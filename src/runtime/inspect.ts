@@ -144,7 +144,7 @@ export interface LineageRow {
   readonly execution_id: number | null
   readonly params: string | null
   readonly code_hash: string | null
-  /** What the stage recorded about its environment as JSON, such as the tfjs backend; "{}" when nothing. */
+  /** Environment the stage recorded, as JSON, such as the tfjs backend; "{}" when none. */
   readonly environment: string | null
 }
 
@@ -187,10 +187,10 @@ async function resolveArtifact(session: WorkspaceSession, ref: string): Promise<
 }
 
 /**
- * Finds the artifact behind an existing path that is not itself a recorded one: the stored
- * folder that contains it (one label volume in evaluate's labels folder), else, for a file
- * outside the workspace, the artifact with its content (a copy that predict --out wrote).
- * Returns null when neither is recorded.
+ * Finds the artifact behind an existing path that is not itself recorded. Inside the
+ * workspace, that is the stored folder that contains it, such as evaluate's labels folder
+ * for one label volume. Outside, a file resolves to the artifact with its content, such as
+ * a copy that predict --out wrote. Returns null when neither is recorded.
  */
 async function artifactContaining(session: WorkspaceSession, path: string): Promise<string | null> {
   const real = await realpath(path).catch(() => null)
@@ -293,7 +293,7 @@ async function hasLineageColumn(session: WorkspaceSession, column: "producer" | 
 /** An artifact reached by upstream lineage, with the execution chosen as its producer. */
 interface Ancestor {
   readonly hash: string
-  /** The item whose input it was; it tells apart source files with equal content. */
+  /** The item whose input it was, which keeps source files of equal content apart. */
   readonly item: string | null
   /** The path a source file was read from, when recorded; equal content can lie at several paths. */
   readonly path: string | null

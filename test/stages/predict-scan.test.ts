@@ -88,7 +88,7 @@ describe("predict --out", () => {
     const file = join(root, "loose", "scan.mha")
     await expect(predictScan({ volume: caseFolder, workspace: join(root, "ws"), out: file })).rejects.toMatchObject({
       _tag: "InvalidFlag",
-      message: `Invalid value ${file} for --out: expected a folder, or a path that does not exist yet, but it is a file.`
+      message: `Invalid value ${file} for --out: expected a folder or a path that does not exist yet, not a file.`
     })
   })
 
