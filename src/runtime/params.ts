@@ -174,6 +174,21 @@ function decodeStageParams(stage: Stage, values: Record<string, unknown>, origin
   const exit = decode(values)
   if (Exit.isSuccess(exit)) return exit.value
 
+  // A check on the whole params (a U-Net's depth against its patch size) fails without a
+  // key path. Decoding keys alone would blame one value for a combination, so the message
+  // names every value that was set, with its origin.
+  const detail = schemaMessage(exit.cause)
+  if (!detail.includes("at [")) {
+    const keys = Object.keys(values).sort()
+    throw new InvalidParam({
+      stage: stage.name,
+      key: keys.length === 0 ? "(defaults)" : `{${keys.join(", ")}}`,
+      value: values,
+      origin: keys.length === 0 ? "default" : keys.map((key) => origins.get(`${stage.name}.${key}`) ?? "default").join(", "),
+      detail
+    })
+  }
+
   // Find the key at fault by decoding each set value alone over the defaults.
   for (const [key, value] of Object.entries(values)) {
     const single = decode({ [key]: value })

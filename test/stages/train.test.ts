@@ -110,7 +110,7 @@ describe("train params", () => {
 
   it("rejects a patch too small", () => {
     const resolve = () => resolveParams(workflow, { overrides: ["train.patchHeight=7"] })
-    expect(resolve).toThrow(/^Invalid value 7 for train\.patchHeight \(from -p train\.patchHeight=7\): /)
+    expect(resolve).toThrow(/^Invalid value \{"patchHeight":7\} for train\.\{patchHeight\} \(from -p train\.patchHeight=7\): /)
     expect(resolve).toThrow("A 7 x 64 input is too small for this U-Net: encoder block 2 would be -3 x 26")
     expect(resolve).toThrow(/smaller depth\. Fix the value/)
   })
@@ -118,6 +118,16 @@ describe("train params", () => {
   it("rejects dropout rates of another depth", () => {
     const resolve = () => resolveParams(workflow, { profile: "paper", overrides: ["train.depth=3"] })
     expect(resolve).toThrow("dropoutRates must be 2 rates in [0, 1), got [0.25,0.25,0.5]")
+  })
+
+  it("names every value of a failed combination", () => {
+    const resolve = () => resolveParams(workflow, { overrides: ["train.depth=4", "train.dropoutRates=[0.25,0.5,0.5]"] })
+    expect(resolve).toThrow(/for train\.\{depth, dropoutRates\} \(from -p train\.depth=4, -p train\.dropoutRates=\[0\.25,0\.5,0\.5\]\)/)
+    expect(resolve).toThrow("A 128 x 64 input is too small for this U-Net")
+    const params = resolveParams(workflow, {
+      overrides: ["train.depth=4", "train.dropoutRates=[0.25,0.5,0.5]", "train.patchHeight=128", "train.patchWidth=128"]
+    })
+    expect(params.encoded.get("train")).toMatchObject({ depth: 4, patchWidth: 128 })
   })
 
   it("accepts a depth with matching rates", () => {
