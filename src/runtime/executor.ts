@@ -22,7 +22,8 @@ import {
 } from "./plan.ts"
 import { WorkerPool } from "./pool.ts"
 import {
-  allocateExecutionId, checkEmitted, insertEmitted, insertExecution, recordRunEnd, recordRunStart, recordSourceFiles
+  allocateExecutionId, checkEmitted, insertEmitted, insertExecution, recordCachedTasks, recordRunEnd, recordRunStart,
+  recordSourceFiles
 } from "./records.ts"
 import type { Json, LogLevel } from "./stage.ts"
 import { openForWrite, type WorkspaceSession } from "./session.ts"
@@ -141,6 +142,10 @@ async function execute(options: RunOptions, session: WorkspaceSession, report: (
   // The plan event is reported only once the run row is written, so a process killed after
   // printing the plan leaves an interrupted run behind.
   await runStarted
+  // The reused tasks are recorded before any task runs, so a killed run still lists them,
+  // and gc keeps their objects for the rerun.
+  const recordedEarly = runner.reusedKeys()
+  await recordCachedTasks(session, runId, tasks, runner.settledOutcomes(), recordedEarly)
   report({
     type: "plan",
     runId,
@@ -158,7 +163,7 @@ async function execute(options: RunOptions, session: WorkspaceSession, report: (
     return outcome.action === "ran" || outcome.action === "cached" ? outcome.outputs : null
   }
   await Promise.all([
-    recordRunEnd(session, runId, tasks, outcomes, summary),
+    recordRunEnd(session, runId, tasks, outcomes, summary, recordedEarly),
     linkRun(session.ws, runId, plan, tasks, outputsOf, { updateLatest: options.updateLatest ?? true })
   ])
   return summary
@@ -216,6 +221,16 @@ class TaskRunner {
         this.reused.push(task)
       }
     }
+  }
+
+  /** Returns the keys of the tasks that `reuseCachedResults` settled. */
+  reusedKeys(): Set<string> {
+    return new Set(this.reused.map((task) => task.key))
+  }
+
+  /** Returns the outcomes settled so far. */
+  settledOutcomes(): ReadonlyMap<string, TaskOutcome> {
+    return this.settled
   }
 
   /** Report the tasks that `reuseCachedResults` settled, in the order it settled them. */

@@ -158,17 +158,36 @@ export async function recordSourceFiles(session: WorkspaceSession, plan: Plan) {
     tx.insert("artifacts", ["hash", "kind", "path", "size", "ext", "execution_id", "stage", "port", "item"], fresh))
 }
 
+/** Records the run's tasks named by `keys` that reused a cached result. */
+export async function recordCachedTasks(
+  session: WorkspaceSession, runId: string, tasks: ReadonlyMap<string, PlanTask>,
+  outcomes: ReadonlyMap<string, TaskRecord>, keys: ReadonlySet<string>
+) {
+  const rows = cachedRows(runId, tasks, outcomes, (key) => keys.has(key))
+  if (rows.length > 0) await session.db.transaction((tx) => tx.append("run_tasks", rows))
+}
+
+function cachedRows(
+  runId: string, tasks: ReadonlyMap<string, PlanTask>, outcomes: ReadonlyMap<string, TaskRecord>, include: (key: string) => boolean
+): Array<Array<SqlValue>> {
+  const rows: Array<Array<SqlValue>> = []
+  for (const task of tasks.values()) {
+    if (!include(task.key)) continue
+    const outcome = outcomes.get(task.key)
+    if (outcome?.action === "cached") rows.push([runId, task.stage, task.item, outcome.executionId ?? null, "cached"])
+  }
+  return rows
+}
+
+/** Records the cached tasks not in `recorded`, and the run's end, status and summary. */
 export async function recordRunEnd(
   session: WorkspaceSession, runId: string, tasks: ReadonlyMap<string, PlanTask>,
-  outcomes: ReadonlyMap<string, TaskRecord>, summary: { readonly status: string; readonly stages: unknown }
+  outcomes: ReadonlyMap<string, TaskRecord>, summary: { readonly status: string; readonly stages: unknown },
+  recorded: ReadonlySet<string> = new Set()
 ) {
-  const cachedRows: Array<Array<SqlValue>> = []
-  for (const task of tasks.values()) {
-    const outcome = outcomes.get(task.key)!
-    if (outcome.action === "cached") cachedRows.push([runId, task.stage, task.item, outcome.executionId ?? null, "cached"])
-  }
+  const rows = cachedRows(runId, tasks, outcomes, (key) => !recorded.has(key))
   await session.db.transaction(async (tx) => {
-    await tx.append("run_tasks", cachedRows)
+    if (rows.length > 0) await tx.append("run_tasks", rows)
     await tx.run("UPDATE runs SET finished = $1::TIMESTAMPTZ, status = $2, summary = $3 WHERE id = $4",
       [new Date().toISOString(), summary.status, JSON.stringify(summary.stages), runId])
   })

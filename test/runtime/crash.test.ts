@@ -1,4 +1,4 @@
-import { existsSync, readdirSync } from "node:fs"
+import { existsSync, readdirSync, writeFileSync } from "node:fs"
 import { join, relative } from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
 import { runWorkflow } from "../../src/runtime/executor.ts"
@@ -69,15 +69,23 @@ describe("a run killed with SIGKILL", () => {
   })
 
   it("lists a killed run as interrupted", async () => {
-    const workspace = join(tempDir("crash-list"), "ws")
-    const finished = await runCli(fullArgs(workspace, data))
+    const dir = tempDir("crash-list")
+    const workspace = join(dir, "ws")
+    const ownData = join(dir, "data")
+    await writeSyntheticData(ownData, 8)
+    const finished = await runCli(fullArgs(workspace, ownData))
     expect(finished.code).toBe(0)
-    const killed = await killWhen([...fullArgs(workspace, data), "-p", "scale.factor=3"], (stderr) => ranLines(stderr) >= 1)
+    // With 4 of 8 files changed, the run reuses scale and stats of the other 4 items.
+    for (let i = 0; i < 4; i++) writeFileSync(join(ownData, `item-${String(i).padStart(4, "0")}.txt`), `${i + 100}\n`)
+    const killed = await killWhen(fullArgs(workspace, ownData), (stderr) => ranLines(stderr) >= 1)
     expect(killed.signal).toBe("SIGKILL")
 
     // No process has taken the lock over yet, so the database still marks the run running.
     const runs = await listRuns(workspace)
     expect(runs.map((r) => r.status)).toEqual(["interrupted", "ok"])
+    // The reused tasks are recorded when the run starts, so the killed run lists them.
+    expect(runs[0]!.cached).toBe(8)
+    expect(runs[0]!.ran).toBeGreaterThanOrEqual(1)
 
     // The interrupted run takes no gc slot, and it is kept too, because no finished run
     // followed it and a rerun resumes from its committed tasks.
