@@ -205,16 +205,24 @@ export class QueryNotReadOnly extends Data.TaggedError("QueryNotReadOnly")<{ rea
 /** An artifact hash or path named by the user is not recorded. */
 export class ArtifactNotFound extends Data.TaggedError("ArtifactNotFound")<{
   readonly ref: string
-  /** True when `ref` is a path that does not exist. */
-  readonly missingPath?: boolean
+  /** For a path: it does not exist, or it exists but is no artifact and lies in none. */
+  readonly pathState?: "missing" | "unrecorded"
+  /** Hashes that a prefix matches when it matches several (at most 4). */
+  readonly matches?: ReadonlyArray<string>
 }> {
   override get message() {
+    if (this.matches !== undefined) {
+      const shown = this.matches.map((hash) => hash.slice(0, 12)).join(", ")
+      return `"${this.ref}" is the start of several artifact hashes (${shown}${this.matches.length > 3 ? ", ..." : ""}); give more hex digits.`
+    }
     // latest/ links only the stages that the newest run selected, so `run train` leaves no latest/evaluate.
-    const missing = this.missingPath === true
+    const reason = this.pathState === "missing"
       ? " That path does not exist; latest/ holds only the stages of the newest run, and runs/<id>/ those of each run."
-      : ""
-    return `No artifact matches "${this.ref}".${missing} Give a full hash or a prefix of at least 4 hex digits, or a path under objects/ or runs/ ` +
-      "(list them with the artifacts command)."
+      : this.pathState === "unrecorded"
+        ? " That path exists, but it is no recorded artifact, lies in none, and no artifact has its content."
+        : ""
+    return `No artifact matches "${this.ref}".${reason} Give a full hash or a prefix of at least 4 hex digits, ` +
+      "or a path under objects/ or runs/ (list them with the artifacts command)."
   }
 }
 

@@ -152,13 +152,15 @@ export interface LineageRow {
 interface ArtifactRef {
   readonly hash: string
   readonly runId: string | null
+  /** The path of a source file given by its path; null otherwise. */
+  readonly sourcePath: string | null
 }
 
 /** Resolve an artifact reference: a hash or hash prefix, an object path, or a path under runs/ or latest/. */
 async function resolveArtifact(session: WorkspaceSession, ref: string): Promise<ArtifactRef> {
-  let hash = ref
+  let hash = ref.toLowerCase()
   let runId: string | null = null
-  let missingPath = false
+  let pathState: "missing" | "unrecorded" | undefined
   if (ref.includes("/") || ref.includes(sep)) {
     let path = isAbsolute(ref) ? ref : resolve(ref)
     const underRuns = relative(session.ws.runs, path).split(sep)
@@ -170,20 +172,25 @@ async function resolveArtifact(session: WorkspaceSession, ref: string): Promise<
       // Not a link: the path itself is an object path or a source file.
     }
     const relativePath = relative(session.ws.root, path).split(sep).join("/")
-    const byPath = await session.db.all<{ hash: string }>(
-      "SELECT hash FROM artifacts WHERE path = $1 OR path = $2 LIMIT 1", [relativePath, path]
+    const byPath = await session.db.all<{ hash: string; kind: string }>(
+      "SELECT hash, kind FROM artifacts WHERE path = $1 OR path = $2 ORDER BY kind = 'source' DESC LIMIT 1", [relativePath, path]
     )
-    if (byPath[0] !== undefined) return { hash: byPath[0].hash, runId }
+    if (byPath[0] !== undefined) {
+      return { hash: byPath[0].hash, runId, sourcePath: byPath[0].kind === "source" ? path : null }
+    }
     const found = await artifactContaining(session, path)
-    if (found !== null) return { hash: found, runId }
+    if (found !== null) return { hash: found, runId, sourcePath: null }
     hash = basename(path).replace(/\..*$/, "")
-    // A removed object's path still names its hash, so a missing path is reported only when the hash is unknown too.
-    missingPath = !existsSync(path)
+    // A removed object's path still names its hash, so the path is blamed only when the hash is unknown too.
+    pathState = existsSync(path) ? "unrecorded" : "missing"
   }
-  if (!/^[0-9a-f]{4,64}$/.test(hash)) throw new ArtifactNotFound({ ref, missingPath })
-  const rows = await session.db.all<{ hash: string }>("SELECT DISTINCT hash FROM artifacts WHERE hash LIKE $1 || '%' LIMIT 2", [hash])
-  if (rows.length !== 1) throw new ArtifactNotFound({ ref, missingPath })
-  return { hash: rows[0]!.hash, runId }
+  if (!/^[0-9a-f]{4,64}$/.test(hash)) throw new ArtifactNotFound({ ref, pathState })
+  const rows = await session.db.all<{ hash: string }>(
+    "SELECT DISTINCT hash FROM artifacts WHERE hash LIKE $1 || '%' ORDER BY hash LIMIT 4", [hash]
+  )
+  if (rows.length > 1) throw new ArtifactNotFound({ ref, pathState, matches: rows.map((row) => row.hash) })
+  if (rows.length === 0) throw new ArtifactNotFound({ ref, pathState })
+  return { hash: rows[0]!.hash, runId, sourcePath: null }
 }
 
 /**
@@ -242,28 +249,7 @@ const lineageColumns = `h.depth::INTEGER AS depth, a.hash, a.kind, a.stage, a.po
 export function lineage(workspace: string, ref: string, direction: "upstream" | "downstream"): Promise<{ hash: string; rows: Array<LineageRow> }> {
   return withRead(workspace, async (session) => {
     const artifact = await resolveArtifact(session, ref)
-    if (direction === "downstream") {
-      // A workspace last written by an older version, opened read-only, may have a
-      // downstream_of macro that loops on cycles, so it gets a closure over bare hashes
-      // that ends on them.
-      const closure = (await hasLineageColumn(session, "producer"))
-        ? "SELECT hash, depth FROM downstream_of($1)"
-        : `WITH RECURSIVE down(hash, depth) USING KEY (hash) AS (
-             SELECT $1, 0
-             UNION
-             SELECT e.output_hash, min(down.depth) + 1 FROM down JOIN lineage_edges e ON e.input_hash = down.hash
-             WHERE NOT EXISTS (SELECT 1 FROM recurring.down r WHERE r.hash = e.output_hash)
-             GROUP BY e.output_hash)
-           SELECT hash, depth FROM down WHERE depth > 0`
-      const rows = await session.db.all<LineageRow>(
-        `WITH hits AS (${closure} UNION ALL SELECT $1, 0)
-         SELECT DISTINCT ${lineageColumns}
-         FROM hits h JOIN artifacts a ON a.hash = h.hash LEFT JOIN executions e ON e.id = a.execution_id
-         ORDER BY depth, a.stage, a.item, a.port`,
-        [artifact.hash]
-      )
-      return { hash: artifact.hash, rows }
-    }
+    if (direction === "downstream") return { hash: artifact.hash, rows: await downstreamRows(session, artifact) }
     const ancestors = await upstreamAncestors(session, artifact.hash, await contextRun(session, artifact))
     const rows = await session.db.all<LineageRow>(
       `WITH h AS (
@@ -279,6 +265,56 @@ export function lineage(workspace: string, ref: string, direction: "upstream" | 
     )
     return { hash: artifact.hash, rows }
   })
+}
+
+/**
+ * Returns the artifact itself at depth 0 and the outputs of every execution that read it,
+ * or read an output of such an execution, nearest first. It follows the producer recorded
+ * with each read, so executions that read equal bytes made elsewhere are left out. A source
+ * file given by its path counts only the executions that read that path.
+ */
+async function downstreamRows(session: WorkspaceSession, artifact: ArtifactRef): Promise<Array<LineageRow>> {
+  const itself = await session.db.all<LineageRow>(
+    `SELECT DISTINCT ${lineageColumns}
+     FROM (SELECT 0 AS depth) h, artifacts a LEFT JOIN executions e ON e.id = a.execution_id
+     WHERE a.hash = $1 AND ($2::VARCHAR IS NULL OR a.path = $2)
+     ORDER BY a.stage, a.item, a.port`,
+    [artifact.hash, artifact.sourcePath]
+  )
+  if (!(await hasLineageColumn(session, "producer"))) {
+    // A workspace last written by an older version has no producers to follow, and opened
+    // read-only it may keep a downstream_of macro that loops on cycles. So it gets a
+    // closure over bare hashes that ends on them.
+    const older = await session.db.all<LineageRow>(
+      `WITH RECURSIVE h(hash, depth) USING KEY (hash) AS (
+         SELECT $1, 0
+         UNION
+         SELECT e.output_hash, min(h.depth) + 1 FROM h JOIN lineage_edges e ON e.input_hash = h.hash
+         WHERE NOT EXISTS (SELECT 1 FROM recurring.h r WHERE r.hash = e.output_hash)
+         GROUP BY e.output_hash)
+       SELECT DISTINCT ${lineageColumns}
+       FROM h JOIN artifacts a ON a.hash = h.hash LEFT JOIN executions e ON e.id = a.execution_id
+       WHERE h.depth > 0
+       ORDER BY depth, a.stage, a.item, a.port`,
+      [artifact.hash]
+    )
+    return [...itself, ...older]
+  }
+  const pathFilter = (await hasLineageColumn(session, "path")) ? "AND ($2::VARCHAR IS NULL OR l.path IS NULL OR l.path = $2)" : ""
+  const descendants = await session.db.all<LineageRow>(
+    `WITH RECURSIVE h(execution_id, depth) USING KEY (execution_id) AS (
+       SELECT DISTINCT l.execution_id, 1 FROM lineage l WHERE l.hash = $1 ${pathFilter}
+       UNION
+       SELECT i.execution_id, min(h.depth) + 1 FROM h JOIN execution_inputs i ON i.producer = h.execution_id
+       WHERE NOT EXISTS (SELECT 1 FROM recurring.h r WHERE r.execution_id = i.execution_id)
+       GROUP BY i.execution_id)
+     SELECT DISTINCT ${lineageColumns}
+     FROM h JOIN artifacts a ON a.execution_id = h.execution_id LEFT JOIN executions e ON e.id = a.execution_id
+     WHERE a.hash <> $1
+     ORDER BY depth, a.stage, a.item, a.port`,
+    pathFilter === "" ? [artifact.hash] : [artifact.hash, artifact.sourcePath]
+  )
+  return [...itself, ...descendants]
 }
 
 /** Returns whether the lineage table has `column`; a workspace last written by an older version may not. */
@@ -316,8 +352,8 @@ interface Pending {
 
 /**
  * Walks from `hash` to its sources one generation at a time, choosing one producer per
- * artifact (see `lineage`). Each artifact of each item is traced once, at its smallest depth, so content
- * that an execution reads and writes again unchanged does not loop.
+ * read (see `lineage`). Each artifact of each item and producer is traced once, at its
+ * smallest depth, so content that an execution reads and writes again does not loop.
  */
 async function upstreamAncestors(session: WorkspaceSession, hash: string, runId: string | null): Promise<Array<Ancestor>> {
   const producerColumn = (await hasLineageColumn(session, "producer")) ? "producer::INTEGER" : "NULL::INTEGER"
@@ -337,9 +373,11 @@ async function upstreamAncestors(session: WorkspaceSession, hash: string, runId:
     )
     const producers: Array<Candidate> = []
     for (const entry of pending) {
-      const key = keyOf(entry)
-      if (found.has(key)) continue
       const producer = chooseProducer(candidates.filter((c) => c.hash === entry.hash), entry)
+      // Equal content can come from two producers on two paths (a reused split made from
+      // an earlier case file), so each producer of an artifact is listed and traced once.
+      const key = `${keyOf(entry)}\u0000${producer?.execution_id ?? ""}`
+      if (found.has(key)) continue
       found.set(key, { hash: entry.hash, item: entry.item, path: entry.path, depth, producer: producer?.execution_id ?? null })
       if (producer !== null && !producers.includes(producer)) producers.push(producer)
     }
@@ -352,7 +390,7 @@ async function upstreamAncestors(session: WorkspaceSession, hash: string, runId:
     pending = []
     for (const producer of producers) {
       for (const input of inputs) {
-        if (input.execution_id !== producer.execution_id || found.has(keyOf(input))) continue
+        if (input.execution_id !== producer.execution_id) continue
         pending.push({
           hash: input.hash, item: input.item, path: input.path, consumer: producer.execution_id, run: producer.run_id, producer: input.producer
         })

@@ -126,7 +126,7 @@ describe("lineage over equal content", () => {
     expect(outputOf(copied, "copy", "out").hash).toBe(modelHash)
 
     const up = await lineage(workspace, modelHash, "upstream")
-    expect(up.rows.map((row) => `${row.depth} ${row.stage}.${row.port}`)).toEqual(["0 copy.out"])
+    expect(up.rows.map((row) => `${row.depth} ${row.stage}.${row.port}`)).toEqual(["0 copy.out", "1 make.model"])
     const down = await lineage(workspace, modelHash, "downstream")
     expect(down.rows.map((row) => row.stage).sort()).toEqual(["copy", "make"])
   })

@@ -1,4 +1,4 @@
-import { appendFileSync, chmodSync, cpSync, existsSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { appendFileSync, chmodSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { dirname, join } from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
 import { Database } from "../../src/runtime/db.ts"
@@ -6,6 +6,7 @@ import { runWorkflow, type RunOptions, type RunSummary } from "../../src/runtime
 import { explainWorkflow } from "../../src/runtime/explain.ts"
 import { collectGarbage, lineage, listArtifacts, query } from "../../src/runtime/inspect.ts"
 import type { Workflow } from "../../src/runtime/workflow.ts"
+import { openForWrite } from "../../src/runtime/session.ts"
 import { tempDir } from "./helpers.ts"
 import { copySynthetic, type SyntheticCopy } from "./synthetic-copy.ts"
 
@@ -226,9 +227,50 @@ describe("runWorkflow on the synthetic workflow", () => {
     expect(result.rows.filter((r) => r.depth === 1).map((r) => `${r.stage}.${r.port}`)).toEqual(["scale.scaled"])
   })
 
+  it("follows recorded producers downstream", async () => {
+    // Two files with other bytes but the same numbers: their scale and stats outputs are equal.
+    const dir = tempDir("equal-outputs")
+    mkdirSync(join(dir, "data"))
+    writeFileSync(join(dir, "data", "a.txt"), "2\n")
+    writeFileSync(join(dir, "data", "b.txt"), "2\n\n")
+    const summary = await runWorkflow({ workflow, workspace: join(dir, "ws"), dataDir: join(dir, "data"), jobs: 1 })
+    expect(summary.status).toBe("ok")
+    const executionOf = (stage: string, item: string) => {
+      const outcome = summary.outcomes.get(`${stage}\u0000${item}`)!
+      return outcome.action === "ran" ? outcome.executionId : -1
+    }
+    const scaleA = summary.outcomes.get("scale\u0000a")!
+    const scaleB = summary.outcomes.get("scale\u0000b")!
+    expect(scaleA.action === "ran" && scaleB.action === "ran" && scaleA.outputs.scaled!.hash === scaleB.outputs.scaled!.hash).toBe(true)
+
+    const down = await lineage(join(dir, "ws"), join(dir, "data", "b.txt"), "downstream")
+    const executions = new Set(down.rows.map((row) => row.execution_id))
+    expect(executions.has(executionOf("scale", "b"))).toBe(true)
+    expect(executions.has(executionOf("stats", "b"))).toBe(true)
+    expect(executions.has(executionOf("scale", "a"))).toBe(false)
+    expect(executions.has(executionOf("stats", "a"))).toBe(false)
+  })
+
+  it("names several matches of a short prefix", async () => {
+    const workspace = join(tempDir("prefix"), "ws")
+    const session = await openForWrite(workspace)
+    try {
+      for (const hash of ["abcd1".padEnd(64, "0"), "abcd2".padEnd(64, "0")]) {
+        await session.db.run("INSERT INTO artifacts (hash, kind, path) VALUES ($1, 'file', $2)", [hash, `objects/ab/${hash}.txt`])
+      }
+    } finally {
+      await session.close()
+    }
+    // Upper-case digits count as the same hash.
+    const ambiguous = lineage(workspace, "ABCD", "upstream")
+    await expect(ambiguous).rejects.toThrow('"ABCD" is the start of several artifact hashes (abcd10000000, abcd20000000)')
+    const unique = await lineage(workspace, "ABCD1", "upstream")
+    expect(unique.hash).toBe("abcd1".padEnd(64, "0"))
+  })
+
   it("says a lineage path is missing", async () => {
     const missing = join(base.workspace, "latest/no-such-stage/out.json")
-    await expect(lineage(base.workspace, missing, "upstream")).rejects.toMatchObject({ _tag: "ArtifactNotFound", missingPath: true })
+    await expect(lineage(base.workspace, missing, "upstream")).rejects.toMatchObject({ _tag: "ArtifactNotFound", pathState: "missing" })
     await expect(lineage(base.workspace, missing, "upstream")).rejects.toThrow("That path does not exist; latest/ holds only")
   })
 
