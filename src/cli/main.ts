@@ -376,10 +376,15 @@ const gc = Command.make("gc", {
   const { collectGarbage } = await loadInspect()
   const result = await collectGarbage(flags.workspace, { dryRun: flags.dryRun, keepRuns: flags.keep, noWait: flags.noWait })
   const verb = flags.dryRun ? "would remove" : "removed"
+  if (flags.dryRun) {
+    for (const path of result.removedObjects) out(`object  ${path}`)
+    for (const id of result.removedRunDirs) out(`run     runs/${id}`)
+    for (const name of result.removedViews) out(`view    views/${name}`)
+  }
   out(`${verb} ${result.removedObjects.length} objects, ${result.removedRunDirs.length} run folders and ` +
     `${result.removedViews.length} views; ` +
     `kept ${result.keptObjects} objects used by runs ${result.keptRuns.join(", ")}`)
-})).pipe(Command.withDescription("Remove objects that neither the newest runs nor pinned runs use"))
+})).pipe(Command.withDescription("Remove objects that neither the newest finished runs nor pinned runs use"))
 
 const pin = Command.make("pin", {
   workspace,

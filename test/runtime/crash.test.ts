@@ -94,6 +94,13 @@ describe("a run killed with SIGKILL", () => {
     const committed = await listArtifacts(workspace, { run: runs[0]!.id })
     expect(committed.length).toBeGreaterThan(0)
     for (const artifact of committed) expect(gc.removedObjects).not.toContain(relative(workspace, artifact.path))
+
+    // The CLI's dry run lists each object it would remove, then the counts.
+    const dryRun = await runCli(["gc", "--dry-run", "--keep", "1", "--workspace", workspace])
+    expect(dryRun.code).toBe(0)
+    const listed = dryRun.stdout.split("\n").filter((line) => line.startsWith("object  objects/"))
+    expect(listed.map((line) => line.slice("object  ".length))).toEqual(gc.removedObjects)
+    expect(dryRun.stdout).toContain(`would remove ${gc.removedObjects.length} objects`)
   })
 })
 
