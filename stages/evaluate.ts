@@ -14,7 +14,7 @@ import type { VolumeEvaluationInput } from "../src/eval/metrics.ts"
 import { readMetaImage } from "../src/volume/metaimage.ts"
 import type { Volume } from "../src/volume/volume.ts"
 import type { CaseInfo } from "./preprocess.ts"
-import { readSplitFile } from "./split.ts"
+import { readSplitFile, testCases } from "./split.ts"
 import { computeThreads, plannedBackend } from "./support/backend.ts"
 import { attempt, attemptPromise } from "./support/effect.ts"
 import { caseFileName, loadTiledPredictor, TileParams } from "./support/inference.ts"
@@ -54,10 +54,10 @@ export const evaluate = Stage.make({
     history: Stage.output("train", "history"),
     last: Stage.output("train", "model"),
     split: Stage.output("split", "split"),
-    info: Stage.outputMap("preprocess", "info"),
-    volumes: Stage.outputMap("preprocess", "volume"),
-    labels: Stage.outputMap("preprocess", "labels"),
-    rois: Stage.outputMap("roi", "mask")
+    info: Stage.outputMap("preprocess", "info", { itemsFrom: testCases }),
+    volumes: Stage.outputMap("preprocess", "volume", { itemsFrom: testCases }),
+    labels: Stage.outputMap("preprocess", "labels", { itemsFrom: testCases }),
+    rois: Stage.outputMap("roi", "mask", { itemsFrom: testCases })
   },
   outputs: {
     metrics: Stage.file(".json"),

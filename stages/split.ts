@@ -34,6 +34,12 @@ export interface SplitFile {
 export const readSplitFile = async (path: string): Promise<SplitFile> =>
   JSON.parse(await readFile(path, "utf8")) as SplitFile
 
+/** The training cases (every fold) of the split that a stage's `split` input reads, for its per-case inputs. */
+export const trainingCases: Stage.ItemSelection = { input: "split", select: (text) => (JSON.parse(text) as SplitFile).train }
+
+/** The test cases of the split that a stage's `split` input reads, for its per-case inputs. */
+export const testCases: Stage.ItemSelection = { input: "split", select: (text) => (JSON.parse(text) as SplitFile).test }
+
 export const split = Stage.make({
   name: "split",
   module: import.meta.url,

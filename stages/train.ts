@@ -16,7 +16,7 @@ import * as Stage from "../src/runtime/stage.ts"
 import { usableFolds, validationSplit } from "../src/split/split.ts"
 import { readMetaImage } from "../src/volume/metaimage.ts"
 import type { CaseInfo } from "./preprocess.ts"
-import { readSplitFile } from "./split.ts"
+import { readSplitFile, trainingCases } from "./split.ts"
 import { computeThreads, plannedBackend, threadsWarning } from "./support/backend.ts"
 import { attempt, attemptPromise } from "./support/effect.ts"
 import { MixedSchemeError, ValidationFoldError } from "./support/errors.ts"
@@ -94,10 +94,11 @@ export const train = Stage.make({
   params: TrainParams,
   inputs: {
     split: Stage.output("split", "split"),
-    info: Stage.outputMap("preprocess", "info"),
-    volumes: Stage.outputMap("preprocess", "volume"),
-    labels: Stage.outputMap("preprocess", "labels"),
-    rois: Stage.outputMap("roi", "mask")
+    // Only the training cases: an edit to a test case neither reruns training nor shows in the model's lineage.
+    info: Stage.outputMap("preprocess", "info", { itemsFrom: trainingCases }),
+    volumes: Stage.outputMap("preprocess", "volume", { itemsFrom: trainingCases }),
+    labels: Stage.outputMap("preprocess", "labels", { itemsFrom: trainingCases }),
+    rois: Stage.outputMap("roi", "mask", { itemsFrom: trainingCases })
   },
   outputs: {
     model: Stage.directory(),

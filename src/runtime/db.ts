@@ -56,15 +56,17 @@ CREATE OR REPLACE VIEW lineage_edges AS
 
 -- Each execution's inputs with the execution that produced each one: the producer recorded
 -- with the read, else, for records made before producers were, every successful execution
--- that wrote that hash. A source file has producer -1.
+-- that wrote that hash. A source file (a read with a recorded path) has producer -1.
 CREATE OR REPLACE VIEW execution_inputs AS
   SELECT l.execution_id, l.hash, l.producer FROM lineage l WHERE l.producer IS NOT NULL
+  UNION ALL
+  SELECT l.execution_id, l.hash, -1 AS producer FROM lineage l WHERE l.producer IS NULL AND l.path IS NOT NULL
   UNION ALL
   SELECT l.execution_id, l.hash, coalesce(p.execution_id, -1) AS producer
   FROM lineage l
   LEFT JOIN (SELECT DISTINCT a.hash, a.execution_id FROM artifacts a JOIN executions x ON x.id = a.execution_id AND x.status = 'ok') p
     ON p.hash = l.hash
-  WHERE l.producer IS NULL;
+  WHERE l.producer IS NULL AND l.path IS NULL;
 
 -- Every ancestor of every artifact, with the shortest distance in executions. The closure
 -- follows producing executions, not bare hashes, so two executions that wrote equal bytes

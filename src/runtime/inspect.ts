@@ -373,7 +373,8 @@ async function upstreamAncestors(session: WorkspaceSession, hash: string, runId:
     )
     const producers: Array<Candidate> = []
     for (const entry of pending) {
-      const producer = chooseProducer(candidates.filter((c) => c.hash === entry.hash), entry)
+      // A read with a recorded path was of a source file, whatever else has the same bytes.
+      const producer = entry.path !== null ? null : chooseProducer(candidates.filter((c) => c.hash === entry.hash), entry)
       // Equal content can come from two producers on two paths (a reused split made from
       // an earlier case file), so each producer of an artifact is listed and traced once.
       const key = `${keyOf(entry)}\u0000${producer?.execution_id ?? ""}`

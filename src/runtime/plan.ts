@@ -3,6 +3,7 @@
  * environments), one task per item or whole stage with its upstream tasks, input
  * resolution for a task whose upstream has finished, and the cache lookup.
  */
+import { readFileSync } from "node:fs"
 import { join } from "node:path"
 import * as Effect from "effect/Effect"
 import { codeIdentity, saveCodeHashCache, type CodeIdentity } from "./codehash.ts"
@@ -13,7 +14,7 @@ import { describeSourceItem, type FingerprintMaterial } from "./fingerprint.ts"
 import { resolveParams, type ParamsRequest, type ResolvedParams } from "./params.ts"
 import type { WorkspaceSession } from "./session.ts"
 import { discoverSource, hashSourceFiles, type HashedSource } from "./sources.ts"
-import type { ArtifactInput, ArtifactRef, Json, SourceItemRef, Stage } from "./stage.ts"
+import type { ArtifactInput, ArtifactRef, ItemSelection, Json, OutputInput, SourceItem, SourceItemRef, Stage } from "./stage.ts"
 import { objectSize, type Layout, type StoredObject } from "./store.ts"
 import { buildDag, selectStages, type Dag, type DagNode, type Workflow } from "./workflow.ts"
 
@@ -280,7 +281,12 @@ export function resolveInputs(
       const upstream = plan.dag.nodes.get(spec.stage)!
       const map: Record<string, ArtifactRef> = {}
       const hashes: Record<string, Json> = {}
-      for (const item of plan.sources.get(upstream.itemSource!)!.items) {
+      let items = plan.sources.get(upstream.itemSource!)!.items
+      if (spec.itemsFrom !== undefined) items = selectItems(task, name, spec.itemsFrom, items, (input) => {
+        const listing = task.node.stage.inputs[input] as OutputInput
+        return join(ws.root, resultOf(listing.stage, null).outputs[listing.port]!.path)
+      })
+      for (const item of items) {
         const ref = artifact(name, spec.stage, item.key, spec.port)
         map[item.key] = ref
         hashes[item.key] = ref.hash
@@ -290,6 +296,32 @@ export function resolveInputs(
     }
   }
   return { values, material, lineage }
+}
+
+/** Returns the items of `items` that the selection's listing file names, in their source order. */
+function selectItems(
+  task: PlanTask, input: string, selection: ItemSelection, items: ReadonlyArray<SourceItem>, pathOf: (input: string) => string
+): ReadonlyArray<SourceItem> {
+  const path = pathOf(selection.input)
+  let keys: ReadonlyArray<string>
+  try {
+    keys = selection.select(readFileSync(path, "utf8"))
+  } catch (error) {
+    throw new InvalidStage({
+      stage: task.stage,
+      reason: `input "${input}" could not take its items from ${path}: ${(error as Error).message}`
+    })
+  }
+  const known = new Set(items.map((item) => item.key))
+  const unknown = keys.filter((key) => !known.has(key))
+  if (unknown.length > 0) {
+    throw new InvalidStage({
+      stage: task.stage,
+      reason: `input "${input}" selected items that its upstream stage does not have (${unknown.join(", ")}), from ${path}`
+    })
+  }
+  const chosen = new Set(keys)
+  return items.filter((item) => chosen.has(item.key))
 }
 
 export function materialOf(plan: Plan, task: PlanTask, inputs: ResolvedInputs): FingerprintMaterial {

@@ -77,6 +77,20 @@ export interface OutputMapInput {
   readonly kind: "outputMap"
   readonly stage: string
   readonly port: string
+  /** Restricts the map to the items that another input's file names; see `outputMap`. */
+  readonly itemsFrom?: ItemSelection
+}
+
+/**
+ * Items of an `outputMap` chosen from the text of a file that another input of the same
+ * stage reads, an `output` of a whole stage (train picks its cases from the split). Only the
+ * chosen items join the fingerprint and lineage, so a change to another item reruns nothing.
+ */
+export interface ItemSelection {
+  /** Name of the stage's `output` input whose file lists the items. */
+  readonly input: string
+  /** Returns the item keys to read, from that file's text. */
+  readonly select: (text: string) => ReadonlyArray<string>
 }
 
 /**
@@ -108,7 +122,8 @@ export const sourcePick = <P>(
 
 export const output = (stage: string, port: string): OutputInput => ({ kind: "output", stage, port })
 
-export const outputMap = (stage: string, port: string): OutputMapInput => ({ kind: "outputMap", stage, port })
+export const outputMap = (stage: string, port: string, options: { readonly itemsFrom?: ItemSelection } = {}): OutputMapInput =>
+  options.itemsFrom === undefined ? { kind: "outputMap", stage, port } : { kind: "outputMap", stage, port, itemsFrom: options.itemsFrom }
 
 /** Declare an input that reads a stored artifact chosen at run time, from one of the `producedBy` "stage.port"s. */
 export const artifact = (name: string, options: { readonly producedBy?: ReadonlyArray<string> } = {}): ArtifactInput => {

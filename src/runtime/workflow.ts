@@ -153,6 +153,17 @@ function checkItemMatching(nodes: ReadonlyMap<string, DagNode>, node: DagNode): 
         reason: `input "${inputName}" uses outputMap on whole stage "${spec.stage}"; use output() instead`
       })
     }
+    if (spec.kind === "outputMap" && spec.itemsFrom !== undefined) {
+      const listing = node.stage.inputs[spec.itemsFrom.input]
+      const listingStage = listing?.kind === "output" ? nodes.get(listing.stage) : undefined
+      if (listingStage === undefined || listingStage.itemSource !== null) {
+        throw new InvalidStage({
+          stage: node.stage.name,
+          reason: `input "${inputName}" takes its items from "${spec.itemsFrom.input}", which must be an output() ` +
+            "input of a whole stage"
+        })
+      }
+    }
     if (spec.kind === "output" && upstream.itemSource !== null && upstream.itemSource !== node.itemSource) {
       throw new InvalidStage({
         stage: node.stage.name,

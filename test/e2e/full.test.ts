@@ -105,6 +105,18 @@ describe("workflow full on the sample", () => {
     expect(JSON.parse(String(trainRow?.environment))).toMatchObject({ backend: "wasm" })
   })
 
+  it("keeps the test case out of the model's lineage", () => {
+    const metrics = JSON.parse(readFileSync(join(workspace, "latest", "evaluate", "metrics.json"), "utf8")) as { test: string[] }
+    const result = cli("lineage", "--json", "--upstream", "--workspace", workspace, join(workspace, "latest", "train", "best"))
+    expect(result.status).toBe(0)
+    const rows = (JSON.parse(result.stdout) as { rows: Array<{ depth: number; item: string | null; stage: string | null }> }).rows
+    // train reads the training cases' volumes, labels and ROIs at depth 1. split reads every
+    // case, so the test case reaches the model only through the split file, further up.
+    const direct = rows.filter((row) => row.depth === 1 && (row.stage === "preprocess" || row.stage === "roi")).map((row) => row.item)
+    expect(direct.length).toBeGreaterThan(0)
+    expect(direct).not.toContain(metrics.test[0])
+  })
+
   it("traces one label volume to evaluate", () => {
     const labelsDir = join(workspace, "latest", "evaluate", "labels")
     const volume = readdirSync(labelsDir).find((name) => name.endsWith(".mha"))!
