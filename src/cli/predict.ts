@@ -210,10 +210,15 @@ async function trainingRecordsOf(session: WorkspaceSession, ref: string, hash: s
   )
   if (history[0] === undefined) throw new TrainingRecordError({ model: hash, executionId, missing: "history output" })
 
+  // train reads only the training cases. The split that train read was made from every
+  // case's info, so a Cirrus or Topcon test case still supplies the reference histogram.
   const infos = await session.db.all<{ hash: string; path: string; item: string | null }>(
     `SELECT DISTINCT l.hash, a.path, l.item FROM lineage l
      JOIN artifacts a ON a.hash = l.hash AND a.stage = 'preprocess' AND a.port = 'info'
-     WHERE l.execution_id = $1 AND l.input = 'info' ORDER BY l.item, l.hash`,
+     WHERE l.input = 'info' AND (l.execution_id = $1 OR l.execution_id IN (
+       SELECT s.execution_id FROM lineage t JOIN artifacts s ON s.hash = t.hash AND s.stage = 'split' AND s.port = 'split'
+       WHERE t.execution_id = $1 AND t.input = 'split'))
+     ORDER BY l.item, l.hash`,
     [executionId]
   )
   if (infos.length === 0) throw new TrainingRecordError({ model: hash, executionId, missing: "preprocess info input" })
