@@ -16,7 +16,7 @@ import * as Schema from "effect/Schema"
 import { preprocessVolume } from "../src/kernels/preprocess.ts"
 import { roiVolume } from "../src/kernels/roi.ts"
 import * as Stage from "../src/runtime/stage.ts"
-import { loadCase, type Vendor, vendorGeometry, vendors } from "../src/volume/dataset.ts"
+import { fitsVendorGeometry, loadCase, type Vendor, vendorGeometry, vendors } from "../src/volume/dataset.ts"
 import { summarizeSlices, UNLABELLED } from "../src/volume/labels.ts"
 import { writeMetaImage } from "../src/volume/metaimage.ts"
 import { makeVolume, type Volume } from "../src/volume/volume.ts"
@@ -125,18 +125,15 @@ export const matchingOf = (path: string, info: Partial<CaseInfo>, vendor: Vendor
   return { referenceHistogram: info.referenceHistogram, zMedianVendors: info.zMedianVendors }
 }
 
-const fitsVendor = (vendor: Vendor, volume: Volume): boolean =>
-  vendorGeometry[vendor].dtypes.includes(volume.dtype) && vendorGeometry[vendor].heights.includes(volume.dims[1])
-
 const checkGeometry = (path: string, vendor: Vendor, volume: Volume): void => {
-  if (fitsVendor(vendor, volume)) return
+  if (fitsVendorGeometry(vendor, volume)) return
   const expected = vendorGeometry[vendor]
   throw new ScanGeometryError({
     path,
     vendor,
     actual: `${volume.dtype}, ${volume.dims[1]} voxels high`,
     expected: `${expected.dtypes.join(" or ")}, ${expected.heights.join(" or ")} voxels high`,
-    fitting: vendors.filter((other) => fitsVendor(other, volume))
+    fitting: vendors.filter((other) => fitsVendorGeometry(other, volume))
   })
 }
 

@@ -45,6 +45,12 @@ export const vendorGeometry: Readonly<Record<Vendor, { readonly dtypes: readonly
   Topcon: { dtypes: ["uint8"], heights: [885, 650] }
 }
 
+/** Returns whether a volume's element type and B-scan height (dims[1]) are ones `vendor`'s scanner produces. */
+export const fitsVendorGeometry = (
+  vendor: Vendor,
+  volume: { readonly dtype: DType; readonly dims: readonly [number, number, number] }
+): boolean => vendorGeometry[vendor].dtypes.includes(volume.dtype) && vendorGeometry[vendor].heights.includes(volume.dims[1])
+
 export interface DiscoveryOptions {
   /**
    * Vendor per case, overriding the folder name; keyed by case key ("Topcon/TRAIN001") or by
@@ -203,8 +209,8 @@ const decideVendor = (
 }
 
 const checkGeometry = (draft: CaseDraft, path: string, vendor: Vendor, probe: Pick<Probe, "dims" | "dtype">): void => {
+  if (fitsVendorGeometry(vendor, probe)) return
   const rule = vendorGeometry[vendor]
-  if (rule.dtypes.includes(probe.dtype) && rule.heights.includes(probe.dims[1])) return
   throw new VendorMismatchError({
     path,
     caseKey: draft.caseName,

@@ -11,6 +11,7 @@ import {
   type CaseMeta,
   type DatasetCase,
   discoverDataset,
+  fitsVendorGeometry,
   type Vendor,
   vendorGeometry,
   vendors
@@ -170,7 +171,7 @@ export const caseOfItem = (item: SourceItemRef, vendorOverrides: Readonly<Record
 export const checkVendorGeometry = (key: string, path: string, vendor: Vendor, volume: Volume): void => {
   const expected = vendorGeometry[vendor]
   const height = volume.dims[1]
-  if (!expected.dtypes.includes(volume.dtype) || !expected.heights.includes(height)) {
+  if (!fitsVendorGeometry(vendor, volume)) {
     throw new CaseGeometryError({
       item: key,
       path,
