@@ -140,15 +140,8 @@ async function decide(
  */
 function ownChanges(plan: Plan, task: PlanTask, recent: ReadonlyArray<LastExecution>): Array<string> {
   if (recent.length === 0) return ["no earlier execution of this stage and item"]
-  const material: FingerprintMaterial = {
-    stage: task.stage,
-    item: task.item,
-    inputs: {},
-    params: plan.params.encoded.get(task.stage)!,
-    code: plan.code.get(task.stage)!.hash,
-    environment: plan.environment.get(task.stage)!,
-    seed: plan.seed
-  }
+  // The inputs are not known yet, and the comparison below leaves them out.
+  const material = materialOf(plan, task, { values: {}, material: {}, lineage: [] })
   const modules = plan.code.get(task.stage)!.modules
   let closest: Array<string> | null = null
   for (const execution of recent) {

@@ -282,10 +282,12 @@ export function resolveInputs(
       const map: Record<string, ArtifactRef> = {}
       const hashes: Record<string, Json> = {}
       let items = plan.sources.get(upstream.itemSource!)!.items
-      if (spec.itemsFrom !== undefined) items = selectItems(task, name, spec.itemsFrom, items, (input) => {
-        const listing = task.node.stage.inputs[input] as OutputInput
-        return join(ws.root, resultOf(listing.stage, null).outputs[listing.port]!.path)
-      })
+      if (spec.itemsFrom !== undefined) {
+        // buildDag checked that the listing input is the output of a whole stage.
+        const listing = task.node.stage.inputs[spec.itemsFrom.input] as OutputInput
+        const listingPath = join(ws.root, resultOf(listing.stage, null).outputs[listing.port]!.path)
+        items = selectItems(task, name, spec.itemsFrom, items, listingPath)
+      }
       for (const item of items) {
         const ref = artifact(name, spec.stage, item.key, spec.port)
         map[item.key] = ref
@@ -300,9 +302,8 @@ export function resolveInputs(
 
 /** Returns the items of `items` that the selection's listing file names, in their source order. */
 function selectItems(
-  task: PlanTask, input: string, selection: ItemSelection, items: ReadonlyArray<SourceItem>, pathOf: (input: string) => string
+  task: PlanTask, input: string, selection: ItemSelection, items: ReadonlyArray<SourceItem>, path: string
 ): ReadonlyArray<SourceItem> {
-  const path = pathOf(selection.input)
   let keys: ReadonlyArray<string>
   try {
     keys = selection.select(readFileSync(path, "utf8"))
