@@ -144,8 +144,8 @@ async function execute(options: RunOptions, session: WorkspaceSession, report: (
   await runStarted
   // The reused tasks are recorded before any task runs, so a killed run still lists them,
   // and gc keeps their objects for the rerun.
-  const recordedEarly = runner.reusedKeys()
-  await recordCachedTasks(session, runId, tasks, runner.settledOutcomes(), recordedEarly)
+  const reused = runner.reusedOutcomes()
+  await recordCachedTasks(session, runId, tasks, reused)
   report({
     type: "plan",
     runId,
@@ -163,7 +163,7 @@ async function execute(options: RunOptions, session: WorkspaceSession, report: (
     return outcome.action === "ran" || outcome.action === "cached" ? outcome.outputs : null
   }
   await Promise.all([
-    recordRunEnd(session, runId, tasks, outcomes, summary, recordedEarly),
+    recordRunEnd(session, runId, tasks, outcomes, summary, new Set(reused.keys())),
     linkRun(session.ws, runId, plan, tasks, outputsOf, { updateLatest: options.updateLatest ?? true })
   ])
   return summary
@@ -223,14 +223,9 @@ class TaskRunner {
     }
   }
 
-  /** Returns the keys of the tasks that `reuseCachedResults` settled. */
-  reusedKeys(): Set<string> {
-    return new Set(this.reused.map((task) => task.key))
-  }
-
-  /** Returns the outcomes settled so far. */
-  settledOutcomes(): ReadonlyMap<string, TaskOutcome> {
-    return this.settled
+  /** Returns the outcomes of the tasks that `reuseCachedResults` settled, by task key. */
+  reusedOutcomes(): ReadonlyMap<string, TaskOutcome> {
+    return new Map(this.reused.map((task) => [task.key, this.settled.get(task.key)!]))
   }
 
   /** Report the tasks that `reuseCachedResults` settled, in the order it settled them. */

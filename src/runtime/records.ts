@@ -158,21 +158,21 @@ export async function recordSourceFiles(session: WorkspaceSession, plan: Plan) {
     tx.insert("artifacts", ["hash", "kind", "path", "size", "ext", "execution_id", "stage", "port", "item"], fresh))
 }
 
-/** Records the run's tasks named by `keys` that reused a cached result. */
+/** Records the run's tasks whose outcome in `outcomes` is a reused cached result. */
 export async function recordCachedTasks(
-  session: WorkspaceSession, runId: string, tasks: ReadonlyMap<string, PlanTask>,
-  outcomes: ReadonlyMap<string, TaskRecord>, keys: ReadonlySet<string>
+  session: WorkspaceSession, runId: string, tasks: ReadonlyMap<string, PlanTask>, outcomes: ReadonlyMap<string, TaskRecord>
 ) {
-  const rows = cachedRows(runId, tasks, outcomes, (key) => keys.has(key))
+  const rows = cachedRows(runId, tasks, outcomes)
   if (rows.length > 0) await session.db.transaction((tx) => tx.append("run_tasks", rows))
 }
 
 function cachedRows(
-  runId: string, tasks: ReadonlyMap<string, PlanTask>, outcomes: ReadonlyMap<string, TaskRecord>, include: (key: string) => boolean
+  runId: string, tasks: ReadonlyMap<string, PlanTask>, outcomes: ReadonlyMap<string, TaskRecord>,
+  skipped: ReadonlySet<string> = new Set()
 ): Array<Array<SqlValue>> {
   const rows: Array<Array<SqlValue>> = []
   for (const task of tasks.values()) {
-    if (!include(task.key)) continue
+    if (skipped.has(task.key)) continue
     const outcome = outcomes.get(task.key)
     if (outcome?.action === "cached") rows.push([runId, task.stage, task.item, outcome.executionId ?? null, "cached"])
   }
@@ -185,7 +185,7 @@ export async function recordRunEnd(
   outcomes: ReadonlyMap<string, TaskRecord>, summary: { readonly status: string; readonly stages: unknown },
   recorded: ReadonlySet<string> = new Set()
 ) {
-  const rows = cachedRows(runId, tasks, outcomes, (key) => !recorded.has(key))
+  const rows = cachedRows(runId, tasks, outcomes, recorded)
   await session.db.transaction(async (tx) => {
     if (rows.length > 0) await tx.append("run_tasks", rows)
     await tx.run("UPDATE runs SET finished = $1::TIMESTAMPTZ, status = $2, summary = $3 WHERE id = $4",
