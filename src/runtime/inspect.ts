@@ -243,8 +243,9 @@ const lineageColumns = `h.depth::INTEGER AS depth, a.hash, a.kind, a.stage, a.po
  * the artifact asked about, and for reads recorded before producers were, it is the one
  * that the consuming run used, else the newest one that started before the consumer. The
  * consuming run of the artifact asked about is the one in the path (`runs/<id>/...`), else
- * the newest run that used the artifact. A source file is listed under the item that read it. Downstream lists every
- * execution, in any run, that read the artifact or something made from it.
+ * the newest run that used the artifact. A source file is listed under the item that read
+ * it. Downstream lists every execution, in any run, that read the artifact or something
+ * made from it; see `downstreamRows`.
  */
 export function lineage(workspace: string, ref: string, direction: "upstream" | "downstream"): Promise<{ hash: string; rows: Array<LineageRow> }> {
   return withRead(workspace, async (session) => {
@@ -281,7 +282,8 @@ async function downstreamRows(session: WorkspaceSession, artifact: ArtifactRef):
      ORDER BY a.stage, a.item, a.port`,
     [artifact.hash, artifact.sourcePath]
   )
-  if (!(await hasLineageColumn(session, "producer"))) {
+  const recorded = await recordedLineageColumns(session)
+  if (!recorded.producer) {
     // A workspace last written by an older version has no producers to follow, and opened
     // read-only it may keep a downstream_of macro that loops on cycles. So it gets a
     // closure over bare hashes that ends on them.
@@ -300,7 +302,7 @@ async function downstreamRows(session: WorkspaceSession, artifact: ArtifactRef):
     )
     return [...itself, ...older]
   }
-  const pathFilter = (await hasLineageColumn(session, "path")) ? "AND ($2::VARCHAR IS NULL OR l.path IS NULL OR l.path = $2)" : ""
+  const pathFilter = recorded.path ? "AND ($2::VARCHAR IS NULL OR l.path IS NULL OR l.path = $2)" : ""
   const descendants = await session.db.all<LineageRow>(
     `WITH RECURSIVE h(execution_id, depth) USING KEY (execution_id) AS (
        SELECT DISTINCT l.execution_id, 1 FROM lineage l WHERE l.hash = $1 ${pathFilter}
@@ -317,13 +319,16 @@ async function downstreamRows(session: WorkspaceSession, artifact: ArtifactRef):
   return [...itself, ...descendants]
 }
 
-/** Returns whether the lineage table has `column`; a workspace last written by an older version may not. */
-async function hasLineageColumn(session: WorkspaceSession, column: "producer" | "path"): Promise<boolean> {
-  const columns = await session.db.all<{ n: number }>(
-    "SELECT count(*)::INTEGER AS n FROM information_schema.columns WHERE table_name = 'lineage' AND column_name = $1",
-    [column]
+/**
+ * Returns which of the lineage table's later columns, `producer` and `path`, the workspace
+ * has. A workspace last written by an older version, opened read-only, may lack them.
+ */
+async function recordedLineageColumns(session: WorkspaceSession): Promise<{ producer: boolean; path: boolean }> {
+  const rows = await session.db.all<{ column_name: string }>(
+    "SELECT column_name FROM information_schema.columns WHERE table_name = 'lineage' AND column_name IN ('producer', 'path')"
   )
-  return columns[0]?.n === 1
+  const names = rows.map((row) => row.column_name)
+  return { producer: names.includes("producer"), path: names.includes("path") }
 }
 
 /** An artifact reached by upstream lineage, with the execution chosen as its producer. */
@@ -356,8 +361,9 @@ interface Pending {
  * smallest depth, so content that an execution reads and writes again does not loop.
  */
 async function upstreamAncestors(session: WorkspaceSession, hash: string, runId: string | null): Promise<Array<Ancestor>> {
-  const producerColumn = (await hasLineageColumn(session, "producer")) ? "producer::INTEGER" : "NULL::INTEGER"
-  const pathColumn = (await hasLineageColumn(session, "path")) ? "path" : "NULL::VARCHAR"
+  const recorded = await recordedLineageColumns(session)
+  const producerColumn = recorded.producer ? "producer::INTEGER" : "NULL::INTEGER"
+  const pathColumn = recorded.path ? "path" : "NULL::VARCHAR"
   const found = new Map<string, Ancestor>()
   let pending: Array<Pending> = [{ hash, item: null, path: null, consumer: null, run: runId, producer: null }]
   for (let depth = 0; pending.length > 0; depth++) {
@@ -388,15 +394,15 @@ async function upstreamAncestors(session: WorkspaceSession, hash: string, runId:
        WHERE list_contains(from_json($1::JSON, '["BIGINT"]'), execution_id)`,
       [JSON.stringify(producers.map((producer) => producer.execution_id))]
     )
-    pending = []
-    for (const producer of producers) {
-      for (const input of inputs) {
-        if (input.execution_id !== producer.execution_id) continue
-        pending.push({
-          hash: input.hash, item: input.item, path: input.path, consumer: producer.execution_id, run: producer.run_id, producer: input.producer
-        })
-      }
-    }
+    const consumers = new Map(producers.map((producer) => [producer.execution_id, producer]))
+    pending = inputs.map((input) => ({
+      hash: input.hash,
+      item: input.item,
+      path: input.path,
+      consumer: input.execution_id,
+      run: consumers.get(input.execution_id)!.run_id,
+      producer: input.producer
+    }))
   }
   return [...found.values()]
 }
@@ -508,12 +514,11 @@ export async function collectGarbage(
         WHERE status = 'interrupted'
           AND started > coalesce((SELECT max(started) FROM runs WHERE status <> 'interrupted'), '-infinity'::TIMESTAMPTZ)
       UNION SELECT run_id FROM pins`
-    const kept = await session.db.all<{ id: string }>(keptRuns, [keepRuns])
-    const keptIds = kept.map((r) => r.id)
+    const keptIds = (await session.db.all<{ id: string }>(keptRuns, [keepRuns])).map((row) => row.id)
     const reachable = new Set((await session.db.all<{ path: string }>(
       `SELECT DISTINCT a.path FROM run_tasks t JOIN artifacts a ON a.execution_id = t.execution_id
-       WHERE t.run_id IN (${keptRuns})`,
-      [keepRuns]
+       WHERE list_contains(from_json($1::JSON, '["VARCHAR"]'), t.run_id)`,
+      [JSON.stringify(keptIds)]
     )).map((r) => r.path))
 
     const removedObjects: Array<string> = []
