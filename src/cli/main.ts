@@ -337,8 +337,8 @@ const lineageCommand = Command.make("lineage", {
     const environment = r.environment === null || r.environment === "{}" ? "" : `, environment ${r.environment}`
     const how = r.execution_id === null ? "" : ` (execution ${r.execution_id}, params ${r.params}, code ${r.code_hash?.slice(0, 12)}${environment})`
     // gc removes objects that no kept run uses, but their records stay.
-    const gone = existsSync(isAbsolute(r.path) ? r.path : join(flags.workspace, r.path)) ? "" : " (file removed)"
-    out(`${"  ".repeat(r.depth)}${r.hash.slice(0, 12)} ${what} ${r.path}${gone}${how}`)
+    const removedNote = existsSync(isAbsolute(r.path) ? r.path : join(flags.workspace, r.path)) ? "" : " (file removed)"
+    out(`${"  ".repeat(r.depth)}${r.hash.slice(0, 12)} ${what} ${r.path}${removedNote}${how}`)
   }
 })).pipe(Command.withDescription("Show the inputs, params and code behind an artifact, or what depends on it"))
 

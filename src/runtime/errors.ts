@@ -212,8 +212,8 @@ export class ArtifactNotFound extends Data.TaggedError("ArtifactNotFound")<{
 }> {
   override get message() {
     if (this.matches !== undefined) {
-      const shown = this.matches.map((hash) => hash.slice(0, 12)).join(", ")
-      return `"${this.ref}" is the start of several artifact hashes (${shown}${this.matches.length > 3 ? ", ..." : ""}); give more hex digits.`
+      const prefixes = this.matches.map((hash) => hash.slice(0, 12)).join(", ")
+      return `"${this.ref}" is the start of several artifact hashes (${prefixes}${this.matches.length > 3 ? ", ..." : ""}); give more hex digits.`
     }
     // latest/ links only the stages that the newest run selected, so `run train` leaves no latest/evaluate.
     const reason = this.pathState === "missing"
