@@ -19,7 +19,8 @@ export const numbersSource: Source = {
       if (dataDir === undefined) throw new Error("the synthetic workflow needs --data DIR with *.txt files")
       const names = (await readdir(dataDir)).filter((n) => n.endsWith(".txt")).sort()
       return names.map((name) => ({ key: name.replace(/\.txt$/, ""), files: [join(dataDir, name)], meta: { name } }))
-    })
+    }),
+  roots: ({ dataDir }) => (dataDir === undefined ? [] : [dataDir])
 }
 
 export const workflow = Workflow.make({

@@ -27,6 +27,10 @@ import { defaultWorkflow, loadWorkflow, workflowNames } from "./registry.ts"
 const loadInspect = () => import("../runtime/inspect.ts")
 const loadProgress = () => import("./progress.ts")
 
+// The environment as the process started, before --backend and --threads set variables:
+// a rerun stamp records it, and the launcher compares it with its own before the CLI loads.
+const startEnvironment: NodeJS.ProcessEnv = { ...process.env }
+
 // A closed pipe (`workflow artifacts | head`) ends the output, not the program with a stack trace.
 process.stdout.on("error", (error: NodeJS.ErrnoException) => {
   if (error.code === "EPIPE") process.exit(process.exitCode ?? 0)
@@ -190,7 +194,13 @@ async function runCommand(flags: RunFlagValues, targets: ReadonlyArray<string>) 
   const [{ runWorkflow }, { formatSummary, ProgressReporter }] = await Promise.all([import("../runtime/executor.ts"), loadProgress()])
   const progress = new ProgressReporter()
   const started = Date.now()
-  const summary = await runWorkflow({ ...options, reporter: progress.report })
+  const stamp = {
+    cwd: process.cwd(),
+    argv: process.argv.slice(2),
+    env: startEnvironment,
+    describeOutputs: () => formatOutputs(options.workflow, options.workspace)
+  }
+  const summary = await runWorkflow({ ...options, reporter: progress.report, stamp })
   progress.finish()
   out(formatSummary(summary, Date.now() - started))
   if (summary.error !== undefined) throw summary.error

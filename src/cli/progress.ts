@@ -6,6 +6,7 @@
  * closing summary goes to stdout.
  */
 import type { RunEvent, RunSummary } from "../runtime/executor.ts"
+import { formatMs, formatSummaryTable } from "./summary-table.mjs"
 
 interface StageProgress {
   readonly total: number
@@ -14,12 +15,6 @@ interface StageProgress {
   cached: number
   failed: number
   started: number | null
-}
-
-function formatMs(ms: number): string {
-  if (ms < 1000) return `${Math.round(ms)} ms`
-  if (ms < 120_000) return `${(ms / 1000).toFixed(1)} s`
-  return `${(ms / 60_000).toFixed(1)} min`
 }
 
 export class ProgressReporter {
@@ -135,8 +130,5 @@ export class ProgressReporter {
 
 /** Format the closing summary: per stage, tasks that ran, were skipped (cached), failed or were blocked. */
 export function formatSummary(summary: RunSummary, elapsedMs: number): string {
-  const header = `${"stage".padEnd(16)} ${"ran".padStart(6)} ${"skipped".padStart(8)} ${"failed".padStart(7)} ${"blocked".padStart(8)} ${"time".padStart(9)}`
-  const rows = summary.stages.map((s) =>
-    `${s.stage.padEnd(16)} ${String(s.ran).padStart(6)} ${String(s.cached).padStart(8)} ${String(s.failed).padStart(7)} ${String(s.blocked).padStart(8)} ${formatMs(s.ms).padStart(9)}`)
-  return [header, ...rows, `run ${summary.runId} ${summary.status} in ${formatMs(elapsedMs)}`].join("\n")
+  return formatSummaryTable(summary.runId, summary.status, summary.stages, elapsedMs)
 }

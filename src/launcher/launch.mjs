@@ -16,6 +16,7 @@ import { dirname, join, relative } from "node:path"
 import { createRequire } from "node:module"
 import { fileURLToPath, pathToFileURL } from "node:url"
 import { fileIdentity } from "../runtime/file-identity.mjs"
+import { replayNoop } from "../runtime/rerun-stamp.mjs"
 import { manifestFormat } from "./manifest.mjs"
 
 /** @typedef {import("./manifest.mjs").Manifest} Manifest */
@@ -201,6 +202,21 @@ function markInUse(dir) {
   })
 }
 
+/**
+ * Answers a `full` or `run` whose rerun stamp shows that nothing changed, without loading
+ * the CLI (src/runtime/rerun-stamp.mjs). Any error leaves the command to the CLI.
+ * @param {Build} build
+ * @returns {boolean}
+ */
+function replaysNoop(build) {
+  try {
+    return replayNoop({ argv: process.argv.slice(2), cwd: process.cwd(), build: build.dir, env: process.env })
+  } catch (error) {
+    log(`checking for a no-op rerun failed (${/** @type {Error} */ (error).message}), so the CLI runs the command`)
+    return false
+  }
+}
+
 /** Errors of a folder that cannot be written, where running from source still works. */
 const unwritableCodes = new Set(["EACCES", "EPERM", "EROFS", "ENOSPC"])
 
@@ -227,6 +243,7 @@ export async function launch(root = repositoryRoot) {
     process.exitCode = 2
     return
   }
+  if (replaysNoop(build)) return
   markInUse(build.dir)
   await import(pathToFileURL(join(build.dir, "src/cli/main.js")).href)
 }

@@ -55,6 +55,8 @@ interface CacheFile {
 }
 
 const moduleCache = new Map<string, ModuleEntry>()
+/** Identity of each module file as it was read for a code identity in this process, by path. */
+const readIdentities = new Map<string, string>()
 let diskCache: { readonly esbuild: string; readonly modules: Map<string, ModuleEntry>; dirty: boolean } | null = null
 
 function esbuildVersion(): string {
@@ -133,6 +135,7 @@ function hashModule(path: string, key: string): ModuleEntry {
 function readModule(path: string): ModuleEntry {
   const stat = statSync(path, { bigint: true })
   const key = fileIdentity(stat)
+  readIdentities.set(path, key)
   const racy = isRacy(stat, Date.now())
   const disk = loadDiskCache()
   let entry = moduleCache.get(path) ?? disk.modules.get(path)
@@ -150,6 +153,11 @@ function readModule(path: string): ModuleEntry {
   }
   checkBundledSource(path, entry.source)
   return entry
+}
+
+/** The identity of every module file that a code identity in this process read, by absolute path. */
+export function moduleIdentities(): ReadonlyMap<string, string> {
+  return readIdentities
 }
 
 const isRuntimeModule = (path: string) => path.startsWith(runtimeDir + sep)

@@ -21,6 +21,8 @@ import {
   type CacheEntry, type Plan, type PlanRequest, type PlanTask, type ResolvedInputs
 } from "./plan.ts"
 import { WorkerPool } from "./pool.ts"
+import { addInstalledPackages, PlanReads, writeStamp, type StampRequest } from "./rerun-record.ts"
+import { newRunId } from "./rerun-stamp.mjs"
 import {
   allocateExecutionId, checkEmitted, insertEmitted, insertExecution, recordCachedTasks, recordRunEnd, recordRunStart,
   recordSourceFiles
@@ -47,6 +49,8 @@ export interface RunOptions extends PlanRequest {
   readonly reporter?: (event: RunEvent) => void
   /** Whether `<workspace>/latest` moves to this run (default true). Predict runs pass false, so it stays on the study. */
   readonly updateLatest?: boolean
+  /** Leave a rerun stamp when the run succeeds, so the launcher can answer a rerun of the same command (rerun-stamp.mjs). */
+  readonly stamp?: StampRequest
 }
 
 export type TaskAction = "ran" | "cached" | "failed" | "blocked"
@@ -76,17 +80,14 @@ export interface RunSummary {
   readonly stages: ReadonlyArray<StageSummary>
   readonly error?: RunFailed
   readonly outcomes: ReadonlyMap<string, TaskOutcome>
+  /** With `stamp` requested: null when the stamp was written, else why not. */
+  readonly stampSkipped?: string | null
 }
 
 export type TaskOutcome =
   | { readonly action: "ran" | "cached"; readonly executionId: number; readonly fingerprint: string; readonly outputs: Readonly<Record<string, StoredObject>> }
   | { readonly action: "failed"; readonly fingerprint: string; readonly message: string }
   | { readonly action: "blocked"; readonly by: string }
-
-const newRunId = () => {
-  const stamp = new Date().toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z")
-  return `${stamp}-${Math.random().toString(16).slice(2, 8)}`
-}
 
 /** Stages whose cached results are ignored: all selected ones for `true`, else those named. */
 export function forcedStages(force: RunOptions["force"], selected: ReadonlyArray<string>): Set<string> {
@@ -125,7 +126,9 @@ async function execute(options: RunOptions, session: WorkspaceSession, report: (
   // stat cache query, which the plan needs first, is queued ahead of the run's records.
   void loadStatCache(session.db)
   const cacheLoad = inFlight(loadCache(session, selectStages(buildDag(options.workflow), options.targets ?? [])))
-  const plan = await buildPlan(options, session, true)
+  const reads = options.stamp === undefined ? null : new PlanReads()
+  if (reads !== null) addInstalledPackages(reads)
+  const plan = await buildPlan(options, session, true, reads)
   const forced = forcedStages(options.force, plan.selected)
   for (const name of forced) {
     if (!plan.dag.nodes.has(name)) throw new UnknownName({ kind: "stage", name, known: plan.dag.order })
@@ -162,11 +165,24 @@ async function execute(options: RunOptions, session: WorkspaceSession, report: (
     const outcome = outcomes.get(task.key)!
     return outcome.action === "ran" || outcome.action === "cached" ? outcome.outputs : null
   }
-  await Promise.all([
+  const [, views] = await Promise.all([
     recordRunEnd(session, runId, tasks, outcomes, summary, new Set(reused.keys())),
     linkRun(session.ws, runId, plan, tasks, outputsOf, { updateLatest: options.updateLatest ?? true })
   ])
-  return summary
+  if (options.stamp === undefined || reads === null) return summary
+  let stampSkipped: string | null
+  if (summary.status !== "ok") stampSkipped = "the run failed"
+  else if (forced.size > 0) stampSkipped = "the run was forced"
+  else if (options.updateLatest === false) stampSkipped = "the run does not move latest"
+  else {
+    stampSkipped = writeStamp(session.ws, options.stamp, reads, {
+      id: runId,
+      objects: [...tasks.values()].flatMap((task) => Object.values(outputsOf(task) ?? {})),
+      views,
+      stages: summary.stages.map((s) => [s.stage, s.ran + s.cached] as const)
+    })
+  }
+  return { ...summary, stampSkipped }
 }
 
 class TaskRunner {

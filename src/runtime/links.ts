@@ -18,14 +18,15 @@ const safeName = (item: string) => item.replace(/[/\\]/g, "_")
  * Link `runs/<run-id>/<stage>` to a view folder `views/<hash>/<port>[/<item>]` whose entries
  * link to the objects, and point `latest` at the run unless `updateLatest` is false. A view
  * is named by the hash of its entries, so a rerun with unchanged outputs reuses it and costs
- * one link per stage.
+ * one link per stage. Returns each stage's view folder, relative to the workspace.
  */
 export async function linkRun(
   ws: Layout, runId: string, plan: Plan, tasks: ReadonlyMap<string, PlanTask>, outputsOf: (task: PlanTask) => TaskOutputs,
   options: { readonly updateLatest: boolean } = { updateLatest: true }
-) {
+): Promise<Map<string, string>> {
   const runDir = join(ws.runs, runId)
   await mkdir(runDir, { recursive: true })
+  const views = new Map<string, string>()
   for (const stage of plan.selected) {
     const entries: Array<{ name: string; object: string }> = []
     for (const task of tasks.values()) {
@@ -40,13 +41,15 @@ export async function linkRun(
     if (entries.length === 0) continue
     const view = await ensureView(ws, entries)
     await symlink(relative(runDir, view), join(runDir, stage))
+    views.set(stage, relative(ws.root, view))
   }
 
-  if (!options.updateLatest) return
+  if (!options.updateLatest) return views
   const latest = join(ws.root, "latest")
   const temporary = join(ws.root, `.latest-${runId}`)
   await symlink(relative(ws.root, runDir), temporary)
   await rename(temporary, latest)
+  return views
 }
 
 async function ensureView(ws: Layout, entries: ReadonlyArray<{ name: string; object: string }>): Promise<string> {

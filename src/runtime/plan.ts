@@ -6,12 +6,13 @@
 import { readFileSync } from "node:fs"
 import { join } from "node:path"
 import * as Effect from "effect/Effect"
-import { codeIdentity, saveCodeHashCache, type CodeIdentity } from "./codehash.ts"
+import { codeIdentity, moduleIdentities, saveCodeHashCache, type CodeIdentity } from "./codehash.ts"
 import {
   ArtifactHashInvalid, ArtifactNotGiven, ArtifactNotRecorded, ArtifactObjectMissing, ArtifactWrongProducer, InvalidStage
 } from "./errors.ts"
 import { describeSourceItem, type FingerprintMaterial } from "./fingerprint.ts"
 import { resolveParams, type ParamsRequest, type ResolvedParams } from "./params.ts"
+import type { PlanReads } from "./rerun-record.ts"
 import type { WorkspaceSession } from "./session.ts"
 import { discoverSource, hashSourceFiles, type HashedSource } from "./sources.ts"
 import type { ArtifactInput, ArtifactRef, ItemSelection, Json, OutputInput, SourceItem, SourceItemRef, Stage } from "./stage.ts"
@@ -81,10 +82,12 @@ export interface CacheEntry {
 export async function buildPlan(
   options: PlanRequest,
   session: WorkspaceSession,
-  writeCache: boolean
+  writeCache: boolean,
+  reads: PlanReads | null = null
 ): Promise<Plan> {
   const dag = buildDag(options.workflow)
   const selected = selectStages(dag, options.targets ?? [])
+  if (reads !== null && options.paramsFile !== undefined) reads.addFile(options.paramsFile)
   const params = resolveParams(options.workflow, options)
 
   const sourceNames = new Set<string>()
@@ -98,13 +101,20 @@ export async function buildPlan(
   const sources = new Map<string, HashedSource>()
   for (const name of sourceNames) {
     const source = options.workflow.sources[name]!
+    if (reads !== null) {
+      const roots = source.roots?.(options.dataDir === undefined ? {} : { dataDir: options.dataDir })
+      if (roots === undefined) reads.refuse(`source ${name} names no folders`)
+      else for (const root of roots) reads.addTree(root)
+    }
     const discovered = await discoverSource(source, options.dataDir)
+    reads?.requireRecorded(discovered.flatMap((item) => item.files))
     const exclude = options.exclude ?? []
     const items = exclude.length === 0 ? discovered : discovered.filter((item) => !isExcluded(item.key, exclude))
     sources.set(name, await hashSourceFiles(session.db, name, items, { writeCache }))
   }
 
   const artifacts = await planArtifacts(dag, selected, options.artifacts ?? {}, session)
+  if (artifacts.size > 0) reads?.refuse("the run reads stored artifacts")
 
   const code = new Map<string, CodeIdentity>()
   const environment = new Map<string, Readonly<Record<string, string>>>()
@@ -114,6 +124,7 @@ export async function buildPlan(
     environment.set(name, stage.environment === undefined ? {} : await Effect.runPromise(stage.environment()))
   }
   saveCodeHashCache()
+  if (reads !== null) for (const [path, identity] of moduleIdentities()) reads.addIdentity(path, identity)
   return { dag, selected, params, sources, code, environment, seed: options.seed ?? options.workflow.seed, artifacts }
 }
 

@@ -9,6 +9,8 @@ import { resolve } from "node:path"
 import { Database } from "./db.ts"
 import { DatabaseFailed } from "./errors.ts"
 import { acquireLock, type LockHolder } from "./lock.ts"
+import { importPendingRuns, removeStamp } from "./rerun-record.ts"
+import { pendingRunsPath } from "./rerun-stamp.mjs"
 import { layout, sweepStaging, type Layout } from "./store.ts"
 
 export interface WorkspaceSession {
@@ -23,7 +25,11 @@ export interface OpenOptions {
   readonly onLockTakeover?: (holder: LockHolder) => void
 }
 
-/** Open a workspace for writing: take the lock, open or create the database, sweep staging. */
+/**
+ * Open a workspace for writing: take the lock, remove the rerun stamp before anything
+ * changes, open or create the database, import the no-op reruns the launcher recorded, and
+ * sweep staging.
+ */
 export async function openForWrite(root: string, options: OpenOptions = {}): Promise<WorkspaceSession> {
   const ws = layout(resolve(root))
   await mkdir(ws.root, { recursive: true })
@@ -34,8 +40,16 @@ export async function openForWrite(root: string, options: OpenOptions = {}): Pro
   })
   let db: Database
   try {
+    removeStamp(ws)
     db = await Database.open(ws.database)
   } catch (error) {
+    await lock.release()
+    throw error
+  }
+  try {
+    await importPendingRuns(db, ws)
+  } catch (error) {
+    await db.close()
     await lock.release()
     throw error
   }
@@ -54,9 +68,14 @@ export async function openForWrite(root: string, options: OpenOptions = {}): Pro
   }
 }
 
-/** Open a workspace's database read-only, for commands that only read. */
+/**
+ * Open a workspace's database read-only, for commands that only read. No-op reruns that
+ * the launcher recorded are imported first when no other process holds the workspace;
+ * one that does imports them itself.
+ */
 export async function openForRead(root: string): Promise<WorkspaceSession> {
   const ws = layout(resolve(root))
+  if (existsSync(pendingRunsPath(ws.root)) && existsSync(ws.database)) await importIfFree(ws)
   if (!existsSync(ws.database)) {
     throw new DatabaseFailed({
       path: ws.database,
@@ -77,5 +96,25 @@ export async function openForRead(root: string): Promise<WorkspaceSession> {
       })
     }
     throw error
+  }
+}
+
+async function importIfFree(ws: Layout): Promise<void> {
+  let lock
+  try {
+    lock = await acquireLock(ws.lock, ws.root, { noWait: true })
+  } catch (error) {
+    if ((error as { _tag?: string })._tag === "WorkspaceLocked") return
+    throw error
+  }
+  try {
+    const db = await Database.open(ws.database)
+    try {
+      await importPendingRuns(db, ws)
+    } finally {
+      await db.close()
+    }
+  } finally {
+    await lock.release()
   }
 }

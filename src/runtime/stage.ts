@@ -19,11 +19,14 @@ export interface SourceItem {
 
 /**
  * External data. `discover` lists the items; it gets `dataDir` from `--data`. Paths it returns
- * may be absolute or relative to the working directory.
+ * may be absolute or relative to the working directory. `roots` names the folders that
+ * `discover` reads nothing outside of; a rerun whose sources all name them can be checked
+ * as a no-op before the CLI loads (see rerun-stamp.mjs).
  */
 export interface Source {
   readonly name: string
   readonly discover: (config: { readonly dataDir?: string }) => Effect.Effect<ReadonlyArray<SourceItem>, unknown>
+  readonly roots?: (config: { readonly dataDir?: string }) => ReadonlyArray<string>
 }
 
 /** A source file as a stage receives it: its path and SHA-256 hex hash. */

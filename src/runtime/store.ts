@@ -6,9 +6,10 @@
  * durable bytes, and the database records an object only after `commitOutput` returns.
  */
 import { randomUUID } from "node:crypto"
-import { constants, lstatSync, readdirSync, statSync } from "node:fs"
+import { constants } from "node:fs"
 import { chmod, lstat, mkdir, open, readdir, rename, rm, stat } from "node:fs/promises"
 import { dirname, join } from "node:path"
+import { objectSize as storedSize } from "./rerun-stamp.mjs"
 import type { OutputSpec } from "./stage.ts"
 
 export interface Layout {
@@ -139,19 +140,5 @@ export async function commitOutput(ws: Layout, stagedPath: string, spec: OutputS
  * cache one blocking stat is cheaper than a round trip through the libuv thread pool.
  */
 export function objectSize(ws: Layout, relativePath: string, kind: "file" | "directory"): number | null {
-  const path = join(ws.root, relativePath)
-  try {
-    if (kind === "file") return statSync(path).size
-    return treeSize(path)
-  } catch {
-    return null
-  }
-}
-
-function treeSize(path: string): number {
-  const info = lstatSync(path)
-  if (!info.isDirectory()) return info.size
-  let total = 0
-  for (const name of readdirSync(path)) total += treeSize(join(path, name))
-  return total
+  return storedSize(join(ws.root, relativePath), kind)
 }

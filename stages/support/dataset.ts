@@ -91,7 +91,8 @@ export const datasetSource: Source = {
         })
       },
       catch: (cause) => cause
-    })
+    }),
+  roots: ({ dataDir }) => [resolve(dataDir ?? sampleDataDir)]
 }
 
 /**

@@ -1,0 +1,240 @@
+/**
+ * The writing side of rerun stamps (see rerun-stamp.mjs): what a run's plan read, the stamp
+ * a successful run leaves, its removal when a process opens the workspace for writing, and
+ * the import of the no-op reruns that the launcher recorded without opening the database.
+ */
+import { readdirSync, renameSync, statSync, unlinkSync, writeFileSync } from "node:fs"
+import { readFile, rm } from "node:fs/promises"
+import { dirname, join, resolve } from "node:path"
+import { fileURLToPath } from "node:url"
+import { bundle } from "./bundle.ts"
+import type { Database } from "./db.ts"
+import { fileIdentity, racyMs } from "./file-identity.mjs"
+import {
+  absent, identityOf, inodeOf, pendingRunsPath, relevantEnvironment, stampFormat, stampPath, type RerunStamp
+} from "./rerun-stamp.mjs"
+import type { Layout, StoredObject } from "./store.ts"
+
+/** More files than this in a source's folders, and a run writes no stamp: checking them would not be fast. */
+const maxFiles = 200_000
+
+const repositoryRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..")
+
+/**
+ * The files and folders a plan read, with their identities, taken before the plan read
+ * them. A later change gives a new identity, so the stamp never trusts a file the run did
+ * not see. `refuse` marks what cannot be checked this way, and then no stamp is written.
+ */
+export class PlanReads {
+  readonly capturedAt = Date.now()
+  private readonly files = new Map<string, string>()
+  private refusal: string | null = null
+
+  /** Records the identity of `path`, or that it is absent. */
+  addFile(path: string): void {
+    const absolute = resolve(path)
+    if (!this.files.has(absolute)) this.files.set(absolute, identityOf(absolute))
+  }
+
+  /** Records an identity that was taken earlier, such as the code hash cache's. */
+  addIdentity(path: string, identity: string): void {
+    if (!this.files.has(path)) this.files.set(path, identity)
+  }
+
+  /**
+   * Records `root` and every folder and file under it, following links once. A folder's
+   * identity changes when an entry is added, removed or renamed, and a file's when it is
+   * written, so any change that a source's listing could see changes one of them.
+   */
+  addTree(root: string): void {
+    const visited = new Set<string>()
+    const walk = (path: string) => {
+      if (this.refusal !== null) return
+      const stat = statSync(path, { bigint: true, throwIfNoEntry: false })
+      if (stat === undefined) {
+        this.files.set(path, absent)
+        return
+      }
+      this.files.set(path, fileIdentity(stat))
+      if (this.files.size > maxFiles) this.refuse(`the data folders hold more than ${maxFiles} files`)
+      if (!stat.isDirectory()) return
+      const key = `${stat.dev}:${stat.ino}`
+      if (visited.has(key)) return
+      visited.add(key)
+      let names: Array<string>
+      try {
+        names = readdirSync(path)
+      } catch {
+        this.refuse(`${path} cannot be listed`)
+        return
+      }
+      for (const name of names) walk(join(path, name))
+    }
+    walk(resolve(root))
+  }
+
+  /** Refuses when a file a source listed lies outside the folders it named. */
+  requireRecorded(paths: ReadonlyArray<string>): void {
+    const outside = paths.find((path) => !this.files.has(resolve(path)))
+    if (outside !== undefined) this.refuse(`${outside} lies outside its source's folders`)
+  }
+
+  refuse(reason: string): void {
+    this.refusal ??= reason
+  }
+
+  /**
+   * The recorded files, or the reason they cannot be trusted: a refusal, or a file changed
+   * less than `racyMs` before its identity was taken, when a second write in the same
+   * timestamp tick would keep it.
+   */
+  trusted(): { readonly files: ReadonlyArray<readonly [string, string]> } | { readonly reason: string } {
+    if (this.refusal !== null) return { reason: this.refusal }
+    for (const [path, identity] of this.files) {
+      if (identity === absent) continue
+      const [, , , mtimeNs, ctimeNs] = identity.split(":")
+      const changedMs = Number(BigInt(mtimeNs!) > BigInt(ctimeNs!) ? BigInt(mtimeNs!) : BigInt(ctimeNs!)) / 1e6
+      if (this.capturedAt - changedMs < racyMs) return { reason: `${path} changed moments before the run` }
+    }
+    return { files: [...this.files] }
+  }
+}
+
+/**
+ * Records the installed packages that decide the backend and the versions that join
+ * fingerprints: npm rewrites node_modules/.package-lock.json on every install, and the
+ * @tensorflow folder gains or loses an entry when a backend is added or removed.
+ */
+export function addInstalledPackages(reads: PlanReads): void {
+  reads.addFile(join(repositoryRoot, "node_modules", ".package-lock.json"))
+  reads.addFile(join(repositoryRoot, "node_modules", "@tensorflow"))
+}
+
+/** What the command line adds to a stamp: it is written only when the CLI asks for one. */
+export interface StampRequest {
+  readonly cwd: string
+  readonly argv: ReadonlyArray<string>
+  /** The process's environment when it started, before the CLI set any variable. */
+  readonly env: NodeJS.ProcessEnv
+  /** The lines that list the run's outputs, read once the run's folders are linked. */
+  readonly describeOutputs: () => string
+}
+
+/**
+ * Writes the stamp of a successful run through a temporary file and a rename, so a reader
+ * sees a whole stamp or none. Returns why no stamp was written, or null.
+ */
+export function writeStamp(
+  ws: Layout, request: StampRequest, reads: PlanReads, run: {
+    readonly id: string
+    readonly objects: ReadonlyArray<StoredObject>
+    readonly views: ReadonlyMap<string, string>
+    readonly stages: ReadonlyArray<readonly [string, number]>
+  }
+): string | null {
+  if (bundle === null) return "the CLI runs from source"
+  const trusted = reads.trusted()
+  if ("reason" in trusted) return trusted.reason
+  const objects = new Map(run.objects.map((o) => [o.path, [o.path, o.kind, o.size] as const]))
+  const stamp: RerunStamp = {
+    format: stampFormat,
+    workspace: ws.root,
+    cwd: request.cwd,
+    argv: request.argv,
+    environment: relevantEnvironment(request.env),
+    node: process.version,
+    execPath: process.execPath,
+    build: bundle.dir,
+    database: inodeOf(ws.database),
+    run: run.id,
+    capturedAt: reads.capturedAt,
+    files: trusted.files,
+    objects: [...objects.values()],
+    views: [...run.views].map(([stage, view]) => [stage, view] as const),
+    stages: run.stages,
+    outputs: request.describeOutputs()
+  }
+  const path = stampPath(ws.root)
+  // Staging is swept when the workspace is next opened, so a kill leaves no stray file.
+  const temporary = join(ws.staging, `rerun-stamp.${process.pid}.tmp`)
+  writeFileSync(temporary, JSON.stringify(stamp))
+  renameSync(temporary, path)
+  return null
+}
+
+/** Removes the workspace's stamp; call with the workspace lock held, before anything is written. */
+export function removeStamp(ws: Layout): void {
+  try {
+    unlinkSync(stampPath(ws.root))
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error
+  }
+}
+
+/** One no-op rerun that the launcher recorded, as one line of pending-runs.jsonl. */
+interface PendingRun {
+  readonly run: string
+  readonly base: string
+  readonly started: string
+  readonly finished: string
+  readonly host: string
+  readonly pid: number
+  readonly summary: unknown
+}
+
+const isPendingRun = (value: unknown): value is PendingRun => {
+  const entry = value as Partial<PendingRun> | null
+  return typeof entry?.run === "string" && typeof entry.base === "string" && typeof entry.started === "string" &&
+    typeof entry.finished === "string" && typeof entry.host === "string" && typeof entry.pid === "number"
+}
+
+/**
+ * Imports the no-op reruns of pending-runs.jsonl into `db`, each with the records a normal
+ * no-op rerun of its base run writes: the run row, its params, and every task of the base
+ * run as reused. Runs already imported are skipped, so a crash between the commit and the
+ * file's removal imports nothing twice. A line cut short by a kill is dropped. Returns the
+ * number of runs imported and the runs whose base run the database lacks.
+ */
+export async function importPendingRuns(db: Database, ws: Layout): Promise<{ imported: number; orphaned: Array<string> }> {
+  const path = pendingRunsPath(ws.root)
+  let text: string
+  try {
+    text = await readFile(path, "utf8")
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return { imported: 0, orphaned: [] }
+    throw error
+  }
+  const entries: Array<PendingRun> = []
+  for (const line of text.split("\n")) {
+    if (line.trim() === "") continue
+    try {
+      const parsed: unknown = JSON.parse(line)
+      if (isPendingRun(parsed)) entries.push(parsed)
+    } catch {
+      // A line cut short by a kill while it was appended; its run left no other record.
+    }
+  }
+  const ids = [...new Set(entries.flatMap((entry) => [entry.run, entry.base]))]
+  const known = new Set(
+    ids.length === 0 ? [] : (await db.allAsJson<{ id: string }>(`SELECT id FROM runs WHERE id IN (${ids.map((_, i) => `$${i + 1}`).join(",")})`, ids))
+      .map((row) => row.id))
+  const fresh = entries.filter((entry) => !known.has(entry.run) && known.has(entry.base))
+  const orphaned = entries.filter((entry) => !known.has(entry.run) && !known.has(entry.base)).map((entry) => entry.run)
+  await db.transaction(async (tx) => {
+    for (const entry of fresh) {
+      await tx.run(
+        `INSERT INTO runs (id, workflow, started, finished, status, argv, profile, params, data_dir, host, pid, seed, jobs,
+           node_version, targets, summary)
+         SELECT $1, workflow, $2::TIMESTAMPTZ, $3::TIMESTAMPTZ, 'ok', argv, profile, params, data_dir, $4, $5, seed, jobs,
+           node_version, targets, $6 FROM runs WHERE id = $7`,
+        [entry.run, entry.started, entry.finished, entry.host, entry.pid, JSON.stringify(entry.summary), entry.base])
+      await tx.run("INSERT INTO params SELECT $1, stage, key, value, origin FROM params WHERE run_id = $2", [entry.run, entry.base])
+      await tx.run(
+        `INSERT INTO run_tasks SELECT $1, stage, item, execution_id, 'cached' FROM run_tasks
+         WHERE run_id = $2 AND action IN ('ran', 'cached')`,
+        [entry.run, entry.base])
+    }
+  })
+  await rm(path, { force: true })
+  return { imported: fresh.length, orphaned }
+}

@@ -1,0 +1,275 @@
+// @ts-check
+/**
+ * Rerun stamps: the fast path of a no-op rerun. A successful `full` or `run` leaves
+ * `<workspace>/rerun-stamp.json`, which names its run, its exact command line, and the
+ * identity (device, inode, size, modification and change times) of every file its plan
+ * read: the whole tree of each source's data folders, the stage modules, the params file
+ * and the installed packages that choose the backend. It also lists the stored objects and
+ * view folders of the run. The launcher checks a stamp before it loads the CLI bundle. When
+ * the command line, the environment, the bundle and every identity are unchanged and every
+ * object is intact, a normal run would reuse every task, so the launcher records that run
+ * itself: it links `runs/<id>` to the same views, moves `latest`, and appends the run to
+ * `<workspace>/pending-runs.jsonl`. The next process that opens the database imports it
+ * with the same records a normal no-op run writes (src/runtime/rerun-record.ts).
+ *
+ * Every process that opens the workspace for writing removes the stamp first, so a stamp
+ * only ever describes the newest successful run and nothing written since. A file whose
+ * identity was taken less than `racyMs` after a change is not trusted, and such a run
+ * writes no stamp.
+ *
+ * Plain JavaScript, because the launcher runs before any TypeScript is loaded.
+ */
+import { appendFileSync, closeSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, unlinkSync, writeSync } from "node:fs"
+import { hostname } from "node:os"
+import { join, relative, resolve } from "node:path"
+import { formatSummaryTable } from "../cli/summary-table.mjs"
+import { fileIdentity } from "./file-identity.mjs"
+
+/** Version of the stamp's layout. A stamp of another version is ignored. */
+export const stampFormat = 1
+
+/** Identity recorded for a path that did not exist. */
+export const absent = "absent"
+
+/**
+ * @typedef {object} RerunStamp
+ * @property {number} format
+ * @property {string} workspace absolute path of the workspace
+ * @property {string} cwd working folder of the command
+ * @property {ReadonlyArray<string>} argv command line after the script name
+ * @property {Readonly<Record<string, string>>} environment see `relevantEnvironment`
+ * @property {string} node Node.js version
+ * @property {string} execPath path of the Node.js binary
+ * @property {string} build folder of the CLI bundle the run used
+ * @property {string} database device and inode of the database file
+ * @property {string} run id of the run the stamp describes
+ * @property {number} capturedAt time (ms since the epoch) before the plan read any file
+ * @property {ReadonlyArray<readonly [string, string]>} files absolute path and identity of each file and folder the plan read
+ * @property {ReadonlyArray<readonly [string, "file" | "directory", number]>} objects each stored object: path relative to the workspace, kind and size
+ * @property {ReadonlyArray<readonly [string, string]>} views each stage and its view folder, relative to the workspace
+ * @property {ReadonlyArray<readonly [string, number]>} stages each selected stage and its number of tasks
+ * @property {string} outputs the lines after the summary that list the run's outputs
+ */
+
+/** @param {string} workspace */
+export const stampPath = (workspace) => join(workspace, "rerun-stamp.json")
+
+/** @param {string} workspace */
+export const pendingRunsPath = (workspace) => join(workspace, "pending-runs.jsonl")
+
+/** A run id: the UTC start time to the second and six random hex digits. */
+export function newRunId() {
+  const time = new Date().toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z")
+  return `${time}-${Math.random().toString(16).slice(2, 8)}`
+}
+
+/**
+ * The environment variables that can change what a run computes or which backend it picks,
+ * sorted by name.
+ * @param {NodeJS.ProcessEnv} env
+ * @returns {Record<string, string>}
+ */
+export function relevantEnvironment(env) {
+  /** @type {Record<string, string>} */
+  const picked = {}
+  for (const name of Object.keys(env).sort()) {
+    if (/^(OCTFLOW_|TF_)/.test(name) || name === "NODE_OPTIONS") picked[name] = env[name] ?? ""
+  }
+  return picked
+}
+
+/**
+ * The identity of the file or folder at `path` (following links), or `absent`.
+ * @param {string} path
+ * @returns {string}
+ */
+export function identityOf(path) {
+  const stat = statSync(path, { bigint: true, throwIfNoEntry: false })
+  return stat === undefined ? absent : fileIdentity(stat)
+}
+
+/**
+ * Device and inode of the file at `path`, which stay the same while a database is written
+ * in place, or `absent`.
+ * @param {string} path
+ * @returns {string}
+ */
+export function inodeOf(path) {
+  const stat = statSync(path, { bigint: true, throwIfNoEntry: false })
+  return stat === undefined ? absent : `${stat.dev}:${stat.ino}`
+}
+
+/**
+ * Size in bytes of a stored object: a file's size, or the total size of a folder's files;
+ * null when it is missing.
+ * @param {string} path absolute path
+ * @param {"file" | "directory"} kind
+ * @returns {number | null}
+ */
+export function objectSize(path, kind) {
+  try {
+    if (kind === "file") return statSync(path).size
+    return treeSize(path)
+  } catch {
+    return null
+  }
+}
+
+/** @param {string} path */
+function treeSize(path) {
+  const info = lstatSync(path)
+  if (!info.isDirectory()) return info.size
+  let total = 0
+  for (const name of readdirSync(path)) total += treeSize(join(path, name))
+  return total
+}
+
+/**
+ * The workspace a `full` or `run` command line names, resolved against `cwd`, or null for
+ * any other command. Only the stamp inside it is read, and its command line must equal
+ * `argv`, so a flag this reads differently from the CLI finds no matching stamp.
+ * @param {ReadonlyArray<string>} argv
+ * @param {string} cwd
+ * @returns {string | null}
+ */
+function workspaceOf(argv, cwd) {
+  if (argv[0] !== "full" && argv[0] !== "run") return null
+  let workspace = "./cache"
+  for (let i = 1; i < argv.length; i++) {
+    const arg = argv[i]
+    if (arg === "--workspace" && i + 1 < argv.length) workspace = argv[++i]
+    else if (arg.startsWith("--workspace=")) workspace = arg.slice("--workspace=".length)
+  }
+  return resolve(cwd, workspace)
+}
+
+/**
+ * Returns why `stamp` does not describe a no-op of this command, or null when it does.
+ * @param {RerunStamp} stamp
+ * @param {{ argv: ReadonlyArray<string>, cwd: string, workspace: string, build: string, env: NodeJS.ProcessEnv }} command
+ * @returns {string | null}
+ */
+export function mismatch(stamp, command) {
+  if (stamp.format !== stampFormat) return "the stamp's format changed"
+  if (stamp.workspace !== command.workspace || stamp.cwd !== command.cwd) return "the folders differ"
+  if (JSON.stringify(stamp.argv) !== JSON.stringify(command.argv)) return "the command line differs"
+  if (JSON.stringify(stamp.environment) !== JSON.stringify(relevantEnvironment(command.env))) return "the environment differs"
+  if (stamp.node !== process.version || stamp.execPath !== process.execPath) return "Node.js differs"
+  if (stamp.build !== command.build) return "the code changed"
+  if (inodeOf(join(stamp.workspace, "octflow.duckdb")) !== stamp.database) return "the database was replaced"
+  for (const [path, identity] of stamp.files) {
+    if (identityOf(path) !== identity) return `${path} changed`
+  }
+  for (const [path, kind, size] of stamp.objects) {
+    if (objectSize(join(stamp.workspace, path), kind) !== size) return `${path} is missing or damaged`
+  }
+  for (const [, view] of stamp.views) {
+    if (statSync(join(stamp.workspace, view), { throwIfNoEntry: false }) === undefined) return `${view} is missing`
+  }
+  return null
+}
+
+/**
+ * Creates the workspace lock as src/runtime/lock.ts does, or returns false when another
+ * process holds it (the normal path then waits for it or fails with --no-wait).
+ * @param {string} path
+ */
+function tryLock(path) {
+  let fd
+  try {
+    fd = openSync(path, "wx")
+  } catch (error) {
+    if (/** @type {NodeJS.ErrnoException} */ (error).code === "EEXIST" || /** @type {NodeJS.ErrnoException} */ (error).code === "ENOENT") return false
+    throw error
+  }
+  try {
+    writeSync(fd, JSON.stringify({ pid: process.pid, host: hostname(), started: new Date().toISOString() }))
+  } finally {
+    closeSync(fd)
+  }
+  return true
+}
+
+/** @param {string} path */
+function readStamp(path) {
+  try {
+    return readFileSync(path, "utf8")
+  } catch {
+    return null
+  }
+}
+
+/**
+ * Records a no-op rerun of the run that `stamp` describes as run `runId`: appends it to the
+ * pending runs, durably, then links its folder and moves `latest`.
+ * @param {RerunStamp} stamp
+ * @param {string} runId
+ * @param {number} started ms since the epoch
+ */
+function recordReplay(stamp, runId, started) {
+  const summary = stamp.stages.map(([stage, tasks]) => ({ stage, ran: 0, cached: tasks, failed: 0, blocked: 0, ms: 0 }))
+  const entry = {
+    run: runId, base: stamp.run, started: new Date(started).toISOString(), finished: new Date().toISOString(),
+    host: hostname(), pid: process.pid, summary
+  }
+  const fd = openSync(pendingRunsPath(stamp.workspace), "a")
+  try {
+    appendFileSync(fd, JSON.stringify(entry) + "\n")
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
+  }
+  const runDir = join(stamp.workspace, "runs", runId)
+  mkdirSync(runDir, { recursive: true })
+  for (const [stage, view] of stamp.views) symlinkSync(relative(runDir, join(stamp.workspace, view)), join(runDir, stage))
+  const temporary = join(stamp.workspace, `.latest-${runId}`)
+  symlinkSync(relative(stamp.workspace, runDir), temporary)
+  renameSync(temporary, join(stamp.workspace, "latest"))
+  return summary
+}
+
+/**
+ * Runs `argv` as a no-op rerun when the workspace's stamp shows that nothing it depends on
+ * changed, and returns true; returns false, having changed nothing, when the CLI must run.
+ * @param {{ argv: ReadonlyArray<string>, cwd: string, build: string, env: NodeJS.ProcessEnv }} command
+ * @returns {boolean}
+ */
+export function replayNoop(command) {
+  const started = Date.now()
+  const workspace = workspaceOf(command.argv, command.cwd)
+  if (workspace === null) return false
+  const path = stampPath(workspace)
+  const before = readStamp(path)
+  if (before === null) return false
+  /** @type {RerunStamp} */
+  let stamp
+  try {
+    stamp = JSON.parse(before)
+  } catch {
+    return false
+  }
+  // The command line is compared before the lock is taken, so other commands never hold it.
+  if (stamp.format !== stampFormat || JSON.stringify(stamp.argv) !== JSON.stringify(command.argv)) return false
+  const lock = join(workspace, "lock")
+  if (!tryLock(lock)) return false
+  try {
+    // A run may have replaced or removed the stamp before this process took the lock.
+    if (readStamp(path) !== before) return false
+    if (mismatch(stamp, { ...command, workspace }) !== null) return false
+    const runId = newRunId()
+    const summary = recordReplay(stamp, runId, started)
+    const tasks = summary.reduce((sum, stage) => sum + stage.cached, 0)
+    process.stderr.write(
+      `run ${runId}: nothing changed since run ${stamp.run}, so its ${tasks} results are reused ` +
+        `(checked ${stamp.files.length} files and ${stamp.objects.length} stored objects)\n`
+    )
+    process.stdout.write(`${formatSummaryTable(runId, "ok", summary, Date.now() - started)}\n${stamp.outputs}\n`)
+    return true
+  } finally {
+    try {
+      unlinkSync(lock)
+    } catch {
+      // Only a process that wrongly took the lock over as stale removes it.
+    }
+  }
+}
