@@ -192,16 +192,17 @@ const isPendingRun = (value: unknown): value is PendingRun => {
  * Imports the no-op reruns of pending-runs.jsonl into `db`, each with the records a normal
  * no-op rerun of its base run writes: the run row, its params, and every task of the base
  * run as reused. Runs already imported are skipped, so a crash between the commit and the
- * file's removal imports nothing twice. A line cut short by a kill is dropped. Returns the
- * number of runs imported and the runs whose base run the database lacks.
+ * file's removal imports nothing twice. A line cut short by a kill is dropped, and so is a
+ * run whose base run the database lacks, since it has nothing to repeat. Returns the number
+ * of runs imported.
  */
-export async function importPendingRuns(db: Database, ws: Layout): Promise<{ imported: number; orphaned: Array<string> }> {
+export async function importPendingRuns(db: Database, ws: Layout): Promise<number> {
   const path = pendingRunsPath(ws.root)
   let text: string
   try {
     text = await readFile(path, "utf8")
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ENOENT") return { imported: 0, orphaned: [] }
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return 0
     throw error
   }
   const entries: Array<PendingRun> = []
@@ -218,8 +219,8 @@ export async function importPendingRuns(db: Database, ws: Layout): Promise<{ imp
   const known = new Set(
     ids.length === 0 ? [] : (await db.allAsJson<{ id: string }>(`SELECT id FROM runs WHERE id IN (${ids.map((_, i) => `$${i + 1}`).join(",")})`, ids))
       .map((row) => row.id))
-  const fresh = entries.filter((entry) => !known.has(entry.run) && known.has(entry.base))
-  const orphaned = entries.filter((entry) => !known.has(entry.run) && !known.has(entry.base)).map((entry) => entry.run)
+  const fresh = [...new Map(entries.map((entry) => [entry.run, entry])).values()]
+    .filter((entry) => !known.has(entry.run) && known.has(entry.base))
   await db.transaction(async (tx) => {
     for (const entry of fresh) {
       await tx.run(
@@ -236,5 +237,5 @@ export async function importPendingRuns(db: Database, ws: Layout): Promise<{ imp
     }
   })
   await rm(path, { force: true })
-  return { imported: fresh.length, orphaned }
+  return fresh.length
 }
