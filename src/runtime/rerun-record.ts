@@ -100,14 +100,31 @@ export class PlanReads {
   }
 }
 
+/** The native TensorFlow.js packages, whose compiled binding decides the backend. */
+const nativePackages = ["tfjs-node", "tfjs-node-gpu"]
+
 /**
  * Records the installed packages that decide the backend and the versions that join
  * fingerprints: npm rewrites node_modules/.package-lock.json on every install, and the
- * @tensorflow folder gains or loses an entry when a backend is added or removed.
+ * @tensorflow folder gains or loses an entry when a backend is added or removed. A native
+ * package's binding is compiled into `lib/napi-v<N>/`, so those folders are recorded too, as
+ * a rebuild that adds the binding changes them without an install.
  */
 export function addInstalledPackages(reads: PlanReads): void {
-  reads.addFile(join(repositoryRoot, "node_modules", ".package-lock.json"))
-  reads.addFile(join(repositoryRoot, "node_modules", "@tensorflow"))
+  const modules = join(repositoryRoot, "node_modules")
+  reads.addFile(join(modules, ".package-lock.json"))
+  reads.addFile(join(modules, "@tensorflow"))
+  for (const name of nativePackages) {
+    const lib = join(modules, "@tensorflow", name, "lib")
+    reads.addFile(lib)
+    let entries: Array<string> = []
+    try {
+      entries = readdirSync(lib).filter((entry) => entry.startsWith("napi-v"))
+    } catch {
+      // Not installed, or installed without a compiled binding: recorded as absent above.
+    }
+    for (const entry of entries) reads.addFile(join(lib, entry))
+  }
 }
 
 /** What the command line adds to a stamp: it is written only when the CLI asks for one. */
