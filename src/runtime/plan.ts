@@ -103,7 +103,7 @@ export async function buildPlan(
     const source = options.workflow.sources[name]!
     if (reads !== null) {
       const roots = source.roots?.(options.dataDir === undefined ? {} : { dataDir: options.dataDir })
-      if (roots === undefined) reads.refuse(`source ${name} names no folders`)
+      if (roots === undefined) reads.markUntrusted(`source ${name} names no folders`)
       else for (const root of roots) reads.addTree(root)
     }
     const discovered = await discoverSource(source, options.dataDir)
@@ -114,7 +114,7 @@ export async function buildPlan(
   }
 
   const artifacts = await planArtifacts(dag, selected, options.artifacts ?? {}, session)
-  if (artifacts.size > 0) reads?.refuse("the run reads stored artifacts")
+  if (artifacts.size > 0) reads?.markUntrusted("the run reads stored artifacts")
 
   const code = new Map<string, CodeIdentity>()
   const environment = new Map<string, Readonly<Record<string, string>>>()

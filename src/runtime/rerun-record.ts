@@ -23,12 +23,13 @@ const repositoryRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", ".
 /**
  * The files and folders a plan read, with their identities, taken before the plan read
  * them. A later change gives a new identity, so the stamp never trusts a file the run did
- * not see. `refuse` marks what cannot be checked this way, and then no stamp is written.
+ * not see. `markUntrusted` records what cannot be checked this way, and then no stamp is
+ * written.
  */
 export class PlanReads {
   readonly capturedAt = Date.now()
   private readonly files = new Map<string, string>()
-  private refusal: string | null = null
+  private untrustedReason: string | null = null
 
   /** Records the identity of `path`, or that it is absent. */
   addFile(path: string): void {
@@ -49,14 +50,14 @@ export class PlanReads {
   addTree(root: string): void {
     const visited = new Set<string>()
     const walk = (path: string) => {
-      if (this.refusal !== null) return
+      if (this.untrustedReason !== null) return
       const stat = statSync(path, { bigint: true, throwIfNoEntry: false })
       if (stat === undefined) {
         this.files.set(path, absent)
         return
       }
       this.files.set(path, fileIdentity(stat))
-      if (this.files.size > maxFiles) this.refuse(`the data folders hold more than ${maxFiles} files`)
+      if (this.files.size > maxFiles) this.markUntrusted(`the data folders hold more than ${maxFiles} files`)
       if (!stat.isDirectory()) return
       const key = `${stat.dev}:${stat.ino}`
       if (visited.has(key)) return
@@ -65,7 +66,7 @@ export class PlanReads {
       try {
         names = readdirSync(path)
       } catch {
-        this.refuse(`${path} cannot be listed`)
+        this.markUntrusted(`${path} cannot be listed`)
         return
       }
       for (const name of names) walk(join(path, name))
@@ -73,23 +74,23 @@ export class PlanReads {
     walk(resolve(root))
   }
 
-  /** Refuses when a file a source listed lies outside the folders it named. */
+  /** Marks the reads untrusted when a file that a source listed lies outside the folders it named. */
   requireRecorded(paths: ReadonlyArray<string>): void {
     const outside = paths.find((path) => !this.files.has(resolve(path)))
-    if (outside !== undefined) this.refuse(`${outside} lies outside its source's folders`)
+    if (outside !== undefined) this.markUntrusted(`${outside} lies outside its source's folders`)
   }
 
-  refuse(reason: string): void {
-    this.refusal ??= reason
+  markUntrusted(reason: string): void {
+    this.untrustedReason ??= reason
   }
 
   /**
-   * The recorded files, or the reason they cannot be trusted: a refusal, or a file changed
-   * less than `racyMs` before its identity was taken, when a second write in the same
-   * timestamp tick would keep it.
+   * Returns the recorded files, or the reason they cannot be trusted. That is a reason given
+   * to `markUntrusted`, or a file changed less than `racyMs` before its identity was taken,
+   * since a second write in the same timestamp tick would keep that identity.
    */
   trusted(): { readonly files: ReadonlyArray<readonly [string, string]> } | { readonly reason: string } {
-    if (this.refusal !== null) return { reason: this.refusal }
+    if (this.untrustedReason !== null) return { reason: this.untrustedReason }
     for (const [path, identity] of this.files) {
       if (identity === absent) continue
       const [, , , mtimeNs, ctimeNs] = identity.split(":")
@@ -127,7 +128,7 @@ export function addInstalledPackages(reads: PlanReads): void {
   }
 }
 
-/** What the command line adds to a stamp: it is written only when the CLI asks for one. */
+/** The fields of a stamp that come from the command line. A run writes a stamp only when the CLI passes them. */
 export interface StampRequest {
   readonly cwd: string
   readonly argv: ReadonlyArray<string>

@@ -125,8 +125,8 @@ function treeSize(path) {
 }
 
 /**
- * The workspace a `full` or `run` command line names, resolved against `cwd`, or null for
- * any other command. Only the stamp inside it is read, and its command line must equal
+ * Returns the workspace a `full` or `run` command line names, resolved against `cwd`, or
+ * null for any other command. Only the stamp inside it is read, and its command line must equal
  * `argv`, so a flag this reads differently from the CLI finds no matching stamp.
  * @param {ReadonlyArray<string>} argv
  * @param {string} cwd
@@ -179,7 +179,8 @@ function tryLock(path) {
   try {
     fd = openSync(path, "wx")
   } catch (error) {
-    if (/** @type {NodeJS.ErrnoException} */ (error).code === "EEXIST" || /** @type {NodeJS.ErrnoException} */ (error).code === "ENOENT") return false
+    const code = /** @type {NodeJS.ErrnoException} */ (error).code
+    if (code === "EEXIST" || code === "ENOENT") return false
     throw error
   }
   try {
@@ -229,8 +230,9 @@ function recordReplay(stamp, runId, started) {
 }
 
 /**
- * Runs `argv` as a no-op rerun when the workspace's stamp shows that nothing it depends on
- * changed, and returns true; returns false, having changed nothing, when the CLI must run.
+ * Records and prints a no-op rerun of `argv` when the workspace's stamp shows that nothing
+ * the run depends on changed, and returns true. Otherwise it changes nothing and returns
+ * false, so the CLI runs the command.
  * @param {{ argv: ReadonlyArray<string>, cwd: string, build: string, env: NodeJS.ProcessEnv }} command
  * @returns {boolean}
  */
@@ -241,6 +243,7 @@ export function replayNoop(command) {
   const path = stampPath(workspace)
   const before = readStamp(path)
   if (before === null) return false
+
   /** @type {RerunStamp} */
   let stamp
   try {
@@ -250,12 +253,14 @@ export function replayNoop(command) {
   }
   // The command line is compared before the lock is taken, so other commands never hold it.
   if (stamp.format !== stampFormat || JSON.stringify(stamp.argv) !== JSON.stringify(command.argv)) return false
+
   const lock = join(workspace, "lock")
   if (!tryLock(lock)) return false
   try {
     // A run may have replaced or removed the stamp before this process took the lock.
     if (readStamp(path) !== before) return false
     if (mismatch(stamp, { ...command, workspace }) !== null) return false
+
     const runId = newRunId()
     const summary = recordReplay(stamp, runId, started)
     const tasks = summary.reduce((sum, stage) => sum + stage.cached, 0)

@@ -14,7 +14,7 @@ import { workflow, writeSyntheticData } from "../../workflows/synthetic.ts"
 import { tempDir } from "./helpers.ts"
 
 describe("PlanReads", () => {
-  it("records every folder and file of a tree", () => {
+  it("distrusts files written moments before", () => {
     const root = tempDir("reads-tree")
     mkdirSync(join(root, "a/b"), { recursive: true })
     writeFileSync(join(root, "a/b/c.txt"), "c")
@@ -23,7 +23,8 @@ describe("PlanReads", () => {
     reads.addTree(root)
     reads.addFile(join(root, "missing.json"))
     const trusted = reads.trusted()
-    // Every file was written moments before, so nothing is trusted yet.
+    // The link back to a folder already walked ends the walk there. Every file was written
+    // moments before, so nothing is trusted yet.
     expect(trusted).toMatchObject({ reason: expect.stringContaining("changed moments before the run") })
   })
 
@@ -43,7 +44,7 @@ describe("PlanReads", () => {
     expect(files.get(join(root, "sub/x.txt"))).toMatch(/^\d+:\d+:1:\d+:\d+$/)
   })
 
-  it("refuses a listed file outside the source's folders", () => {
+  it("rejects a listed file outside the source's folders", () => {
     const root = tempDir("reads-outside")
     const reads = new PlanReads()
     reads.addTree(root)
@@ -51,7 +52,7 @@ describe("PlanReads", () => {
     expect(reads.trusted()).toMatchObject({ reason: expect.stringContaining("lies outside its source's folders") })
   })
 
-  it("refuses a file modified in the future", () => {
+  it("rejects a file modified in the future", () => {
     const root = tempDir("reads-future")
     const file = join(root, "x.txt")
     writeFileSync(file, "x")
