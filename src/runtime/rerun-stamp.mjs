@@ -201,8 +201,10 @@ function readStamp(path) {
 }
 
 /**
- * Records a no-op rerun of the run that `stamp` describes as run `runId`: appends it to the
- * pending runs, durably, then links its folder and moves `latest`.
+ * Records a no-op rerun of the run that `stamp` describes as run `runId`. It links the run's
+ * folder to the stamp's views, appends the run to the pending runs durably, and then moves
+ * `latest`. A failure before the append leaves a folder of links that no run names, which gc
+ * removes.
  * @param {RerunStamp} stamp
  * @param {string} runId
  * @param {number} started ms since the epoch
@@ -213,6 +215,10 @@ function recordReplay(stamp, runId, started) {
     run: runId, base: stamp.run, started: new Date(started).toISOString(), finished: new Date().toISOString(),
     host: hostname(), pid: process.pid, summary
   }
+  const runDir = join(stamp.workspace, "runs", runId)
+  mkdirSync(runDir, { recursive: true })
+  for (const [stage, view] of stamp.views) symlinkSync(relative(runDir, join(stamp.workspace, view)), join(runDir, stage))
+
   const fd = openSync(pendingRunsPath(stamp.workspace), "a")
   try {
     appendFileSync(fd, JSON.stringify(entry) + "\n")
@@ -220,9 +226,7 @@ function recordReplay(stamp, runId, started) {
   } finally {
     closeSync(fd)
   }
-  const runDir = join(stamp.workspace, "runs", runId)
-  mkdirSync(runDir, { recursive: true })
-  for (const [stage, view] of stamp.views) symlinkSync(relative(runDir, join(stamp.workspace, view)), join(runDir, stage))
+
   const temporary = join(stamp.workspace, `.latest-${runId}`)
   symlinkSync(relative(stamp.workspace, runDir), temporary)
   renameSync(temporary, join(stamp.workspace, "latest"))
@@ -264,6 +268,10 @@ export function replayNoop(command) {
     const runId = newRunId()
     const summary = recordReplay(stamp, runId, started)
     const tasks = summary.reduce((sum, stage) => sum + stage.cached, 0)
+    // A closed pipe (`full | head -1`) ends the output, as it does in the CLI.
+    process.stdout.on("error", (error) => {
+      if (/** @type {NodeJS.ErrnoException} */ (error).code !== "EPIPE") throw error
+    })
     process.stderr.write(
       `run ${runId}: nothing changed since run ${stamp.run}, so its ${tasks} results are reused ` +
         `(checked ${stamp.files.length} files and ${stamp.objects.length} stored objects)\n`
