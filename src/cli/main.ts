@@ -311,7 +311,10 @@ const status = Command.make("status", { workspace, json }, (flags) => action(asy
   if (result.run === null) return out("no runs yet")
   out(`newest run ${result.run.id} (${result.run.workflow}, profile ${result.run.profile}): ${result.run.status}, started ${result.run.started}`)
   for (const s of result.stages) {
-    out(`  ${s.stage.padEnd(16)} ran ${s.ran}, skipped ${s.cached}, failed ${s.failed}${s.last_error === null ? "" : ` (${s.last_error.split("\n")[0]})`}`)
+    const notRun = s.tasks === null ? 0 : s.tasks - s.ran - s.cached - s.failed
+    const notRunText = notRun > 0 ? `, not run ${notRun}` : ""
+    const errorText = s.last_error === null ? "" : ` (${s.last_error.split("\n")[0]})`
+    out(`  ${s.stage.padEnd(16)} ran ${s.ran}, skipped ${s.cached}, failed ${s.failed}${notRunText}${errorText}`)
   }
 })).pipe(Command.withDescription("Show the newest run and how each stage ended"))
 

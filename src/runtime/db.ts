@@ -19,6 +19,8 @@ CREATE TABLE IF NOT EXISTS runs (
   id VARCHAR PRIMARY KEY, workflow VARCHAR, started TIMESTAMPTZ, finished TIMESTAMPTZ, status VARCHAR,
   argv JSON, profile VARCHAR, params JSON, data_dir VARCHAR, host VARCHAR, pid INTEGER, seed BIGINT,
   jobs INTEGER, node_version VARCHAR, targets JSON, summary JSON);
+-- The selected stages in plan order, each with its number of tasks, written when the run starts.
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS stages JSON;
 CREATE TABLE IF NOT EXISTS executions (
   id BIGINT PRIMARY KEY, run_id VARCHAR, stage VARCHAR, item VARCHAR, fingerprint VARCHAR, status VARCHAR,
   started TIMESTAMPTZ, duration_ms DOUBLE, error VARCHAR, code_hash VARCHAR, code_modules JSON,

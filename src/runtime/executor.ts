@@ -137,9 +137,10 @@ async function execute(options: RunOptions, session: WorkspaceSession, report: (
   const jobs = options.jobs ?? availableParallelism()
   // The run's records are written while cached tasks are settled below, and no task runs
   // before they are.
-  const runStarted = inFlight(recordRunStart(session, options, plan, runId, jobs))
-  const sourcesRecorded = inFlight(recordSourceFiles(session, plan))
   const tasks = planTasks(plan)
+  const stageTasks = plan.selected.map((stage) => ({ stage, tasks: [...tasks.values()].filter((t) => t.stage === stage).length }))
+  const runStarted = inFlight(recordRunStart(session, options, plan, runId, jobs, stageTasks))
+  const sourcesRecorded = inFlight(recordSourceFiles(session, plan))
   const runner = new TaskRunner(plan, session, options, report, runId, jobs, forced, await cacheLoad)
   runner.reuseCachedResults(tasks)
   // The plan event is reported only once the run row is written, so a process killed after
@@ -149,11 +150,7 @@ async function execute(options: RunOptions, session: WorkspaceSession, report: (
   // and gc keeps their objects for the rerun.
   const reused = runner.reusedOutcomes()
   await recordCachedTasks(session, runId, tasks, reused)
-  report({
-    type: "plan",
-    runId,
-    stages: plan.selected.map((stage) => ({ stage, tasks: [...tasks.values()].filter((t) => t.stage === stage).length }))
-  })
+  report({ type: "plan", runId, stages: stageTasks })
   runner.reportReused()
   await sourcesRecorded
 

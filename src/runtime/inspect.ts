@@ -59,21 +59,29 @@ export interface StageStatus {
   readonly ran: number
   readonly cached: number
   readonly failed: number
+  /** Tasks the run planned for the stage; null for runs recorded before plans were. */
+  readonly tasks: number | null
   readonly last_error: string | null
 }
 
-/** Return the newest run and, per stage, the counts of tasks that ran, were cached or failed. */
+/**
+ * Return the newest run and, per stage, the counts of tasks that ran, were cached or failed.
+ * Stages come in plan order with the number of tasks planned, so a stage that a kill or a
+ * failure upstream stopped before any of its tasks ended is listed too.
+ */
 export function workspaceStatus(workspace: string): Promise<{ run: RunRow | null; stages: Array<StageStatus> }> {
   return withRead(workspace, async (session) => {
-    const runs = await session.db.all<RunRow>(
-      "SELECT id, workflow, started::VARCHAR AS started, finished::VARCHAR AS finished, status, profile FROM runs ORDER BY started DESC, id DESC LIMIT 1"
+    const runs = await session.db.all<RunRow & { planned: string | null }>(
+      `SELECT id, workflow, started::VARCHAR AS started, finished::VARCHAR AS finished, status, profile, stages::VARCHAR AS planned
+       FROM runs ORDER BY started DESC, id DESC LIMIT 1`
     )
     const newest = runs[0] ?? null
     if (newest === null) return { run: newest, stages: [] }
+    const { planned, ...row } = newest
     // The database opens read-only only while no process writes it, so a run still marked
     // running here was killed. The next writing command records it as interrupted.
-    const run = newest.status === "running" ? { ...newest, status: "interrupted (its process is gone)" } : newest
-    const stages = await session.db.all<StageStatus>(
+    const run = row.status === "running" ? { ...row, status: "interrupted (its process is gone)" } : row
+    const recorded = await session.db.all<Omit<StageStatus, "tasks">>(
       `SELECT t.stage,
               count(*) FILTER (WHERE t.action = 'ran')::INTEGER AS ran,
               count(*) FILTER (WHERE t.action = 'cached')::INTEGER AS cached,
@@ -83,6 +91,12 @@ export function workspaceStatus(workspace: string): Promise<{ run: RunRow | null
        WHERE t.run_id = $1 GROUP BY t.stage ORDER BY min(t.execution_id)`,
       [run.id]
     )
+    if (planned === null) return { run, stages: recorded.map((stage) => ({ ...stage, tasks: null })) }
+    const byStage = new Map(recorded.map((stage) => [stage.stage, stage]))
+    const stages = (JSON.parse(planned) as Array<{ stage: string; tasks: number }>).map(({ stage, tasks }) => ({
+      ...(byStage.get(stage) ?? { stage, ran: 0, cached: 0, failed: 0, last_error: null }),
+      tasks
+    }))
     return { run, stages }
   })
 }

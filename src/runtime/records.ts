@@ -118,14 +118,19 @@ export async function insertExecution(
       material === null ? null : canonicalJson(material.inputs), plan.seed]])
 }
 
-export async function recordRunStart(session: WorkspaceSession, options: RunStartInfo, plan: Plan, runId: string, jobs: number) {
+/** Records the run's row, with its selected stages and their task counts, and its params. */
+export async function recordRunStart(
+  session: WorkspaceSession, options: RunStartInfo, plan: Plan, runId: string, jobs: number,
+  stages: ReadonlyArray<{ readonly stage: string; readonly tasks: number }>
+) {
   const params = Object.fromEntries(plan.selected.map((s) => [s, plan.params.encoded.get(s)!]))
   await session.db.transaction(async (tx) => {
     await tx.insert("runs",
-      ["id", "workflow", "started", "status", "argv", "profile", "params", "data_dir", "host", "pid", "seed", "jobs", "node_version", "targets"],
+      ["id", "workflow", "started", "status", "argv", "profile", "params", "data_dir", "host", "pid", "seed", "jobs", "node_version",
+        "targets", "stages"],
       [[runId, options.workflow.name, new Date().toISOString(), "running", JSON.stringify(options.argv ?? []), options.profile ?? "cpu",
         canonicalJson(params), options.dataDir ?? null, hostname(), process.pid, plan.seed, jobs, process.version,
-        JSON.stringify(options.targets ?? [])]])
+        JSON.stringify(options.targets ?? []), JSON.stringify(stages)]])
     const rows: Array<Array<SqlValue>> = []
     for (const stage of plan.selected) {
       const encoded = plan.params.encoded.get(stage) as Record<string, Json>

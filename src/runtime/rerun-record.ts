@@ -243,9 +243,9 @@ export async function importPendingRuns(db: Database, ws: Layout): Promise<numbe
     for (const entry of fresh) {
       await tx.run(
         `INSERT INTO runs (id, workflow, started, finished, status, argv, profile, params, data_dir, host, pid, seed, jobs,
-           node_version, targets, summary)
+           node_version, targets, summary, stages)
          SELECT $1, workflow, $2::TIMESTAMPTZ, $3::TIMESTAMPTZ, 'ok', argv, profile, params, data_dir, $4, $5, seed, jobs,
-           node_version, targets, $6 FROM runs WHERE id = $7`,
+           node_version, targets, $6, stages FROM runs WHERE id = $7`,
         [entry.run, entry.started, entry.finished, entry.host, entry.pid, JSON.stringify(entry.summary), entry.base])
       await tx.run("INSERT INTO params SELECT $1, stage, key, value, origin FROM params WHERE run_id = $2", [entry.run, entry.base])
       await tx.run(

@@ -2,7 +2,7 @@ import { existsSync, readdirSync, writeFileSync } from "node:fs"
 import { join, relative } from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
 import { runWorkflow } from "../../src/runtime/executor.ts"
-import { collectGarbage, listArtifacts, listRuns } from "../../src/runtime/inspect.ts"
+import { collectGarbage, listArtifacts, listRuns, workspaceStatus } from "../../src/runtime/inspect.ts"
 import { workflow, writeSyntheticData } from "../../workflows/synthetic.ts"
 import { runCli, startCli, tempDir, type CliResult } from "./helpers.ts"
 
@@ -86,6 +86,14 @@ describe("a run killed with SIGKILL", () => {
     // The reused tasks are recorded when the run starts, so the killed run lists them.
     expect(runs[0]!.cached).toBe(8)
     expect(runs[0]!.ran).toBeGreaterThanOrEqual(1)
+
+    // status lists every planned stage, also those with no finished task yet.
+    const status = await workspaceStatus(workspace)
+    expect(status.stages.map((s) => s.stage)).toEqual(["scale", "stats", "report"])
+    expect(status.stages.map((s) => s.tasks)).toEqual([8, 8, 1])
+    expect(status.stages[2]).toMatchObject({ ran: 0, cached: 0, failed: 0 })
+    const statusText = await runCli(["status", "--workspace", workspace])
+    expect(statusText.stdout).toMatch(/^ {2}report +ran 0, skipped 0, failed 0, not run 1$/m)
 
     // The interrupted run takes no gc slot, and it is kept too, because no finished run
     // followed it and a rerun resumes from its committed tasks.
