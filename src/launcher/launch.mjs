@@ -16,6 +16,7 @@ import { dirname, join, relative } from "node:path"
 import { createRequire } from "node:module"
 import { fileURLToPath, pathToFileURL } from "node:url"
 import { fileIdentity } from "../runtime/file-identity.mjs"
+import { isAlive } from "../runtime/lock-file.mjs"
 import { replayNoop } from "../runtime/rerun-stamp.mjs"
 import { manifestFormat } from "./manifest.mjs"
 
@@ -32,16 +33,6 @@ const log = (message) => process.stderr.write(`octflow: ${message}\n`)
 
 /** @param {number} ms */
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
-
-/** @param {number} pid */
-function isAlive(pid) {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (error) {
-    return /** @type {NodeJS.ErrnoException} */ (error).code === "EPERM"
-  }
-}
 
 /**
  * Reads the current build named by `dist/current.json`, or returns null when there is none

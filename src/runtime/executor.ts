@@ -21,8 +21,8 @@ import {
   type CacheEntry, type Plan, type PlanRequest, type PlanTask, type ResolvedInputs
 } from "./plan.ts"
 import { WorkerPool } from "./pool.ts"
-import { addInstalledPackages, PlanReads, writeStamp, type StampRequest } from "./rerun-record.ts"
-import { newRunId } from "./rerun-stamp.mjs"
+import { addInstalledPackages, PlanReads, prepareStamp, saveStamp, type StampRequest } from "./rerun-record.ts"
+import { newRunId, type RerunStamp } from "./rerun-stamp.mjs"
 import {
   allocateExecutionId, checkEmitted, insertEmitted, insertExecution, recordCachedTasks, recordRunEnd, recordRunStart,
   recordSourceFiles
@@ -80,7 +80,7 @@ export interface RunSummary {
   readonly stages: ReadonlyArray<StageSummary>
   readonly error?: RunFailed
   readonly outcomes: ReadonlyMap<string, TaskOutcome>
-  /** With `stamp` requested: null when the stamp was written, else why not. */
+  /** With `stamp` requested: null when the stamp is written once the database closes, else why not. */
   readonly stampSkipped?: string | null
 }
 
@@ -104,11 +104,17 @@ export async function runWorkflow(options: RunOptions): Promise<RunSummary> {
     onLockWait: (holder) => report({ type: "lock-wait", pid: holder.pid, host: holder.host }),
     onLockTakeover: (holder) => report({ type: "lock-takeover", pid: holder.pid })
   })
+  let result: { readonly summary: RunSummary; readonly stamp: RerunStamp | null }
   try {
-    return await execute(options, session, report)
-  } finally {
+    result = await execute(options, session, report)
+  } catch (error) {
     await session.close()
+    throw error
   }
+  // The stamp records the database as the close leaves it, so any later write invalidates it.
+  const { stamp } = result
+  await session.close(stamp === null ? undefined : () => saveStamp(session.ws, stamp))
+  return result.summary
 }
 
 /**
@@ -120,7 +126,9 @@ function inFlight<A>(promise: Promise<A>): Promise<A> {
   return promise
 }
 
-async function execute(options: RunOptions, session: WorkspaceSession, report: (event: RunEvent) => void): Promise<RunSummary> {
+async function execute(
+  options: RunOptions, session: WorkspaceSession, report: (event: RunEvent) => void
+): Promise<{ readonly summary: RunSummary; readonly stamp: RerunStamp | null }> {
   // DuckDB runs statements on its own threads, so the stat cache and cache queries run
   // while this thread builds the plan. The cache query runs on a second connection. The
   // stat cache query, which the plan needs first, is queued ahead of the run's records.
@@ -166,20 +174,21 @@ async function execute(options: RunOptions, session: WorkspaceSession, report: (
     recordRunEnd(session, runId, tasks, outcomes, summary, new Set(reused.keys())),
     linkRun(session.ws, runId, plan, tasks, outputsOf, { updateLatest: options.updateLatest ?? true })
   ])
-  if (options.stamp === undefined || reads === null) return summary
-  let stampSkipped: string | null
-  if (summary.status !== "ok") stampSkipped = "the run failed"
-  else if (forced.size > 0) stampSkipped = "the run was forced"
-  else if (options.updateLatest === false) stampSkipped = "the run does not move latest"
+  if (options.stamp === undefined || reads === null) return { summary, stamp: null }
+  let prepared: { readonly stamp: RerunStamp } | { readonly reason: string }
+  if (summary.status !== "ok") prepared = { reason: "the run failed" }
+  else if (forced.size > 0) prepared = { reason: "the run was forced" }
+  else if (options.updateLatest === false) prepared = { reason: "the run does not move latest" }
   else {
-    stampSkipped = writeStamp(session.ws, options.stamp, reads, {
+    prepared = prepareStamp(session.ws, options.stamp, reads, {
       id: runId,
       objects: [...tasks.values()].flatMap((task) => Object.values(outputsOf(task) ?? {})),
       views,
       stages: summary.stages.map((s) => [s.stage, s.ran + s.cached] as const)
     })
   }
-  return { ...summary, stampSkipped }
+  if ("reason" in prepared) return { summary: { ...summary, stampSkipped: prepared.reason }, stamp: null }
+  return { summary: { ...summary, stampSkipped: null }, stamp: prepared.stamp }
 }
 
 class TaskRunner {

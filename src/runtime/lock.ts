@@ -1,18 +1,18 @@
 /**
- * Workspace lock: a `lock` file created with O_EXCL that stores the holder's pid and host.
- * A second process waits (polling) or fails at once with `noWait`. A lock whose pid is not
+ * Workspace lock: a `lock` file that stores the holder's pid and host (lock-file.mjs). A
+ * second process waits (polling) or fails at once with `noWait`. A lock whose pid is not
  * alive on this host is stale and is taken over.
  * NOTE: a lock held by another host cannot be checked for liveness; it is treated as live.
  */
-import { open, readFile, unlink } from "node:fs/promises"
+import { stat, unlink } from "node:fs/promises"
 import { hostname } from "node:os"
 import { WorkspaceLocked } from "./errors.ts"
+import { isAlive, readLockHolder, tryCreateLockFile, type LockHolder } from "./lock-file.mjs"
 
-export interface LockHolder {
-  readonly pid: number
-  readonly host: string
-  readonly started: string
-}
+export type { LockHolder }
+
+/** Age after which a lock without a readable holder counts as left by a killed process. */
+const unreadableStaleMs = 5000
 
 export interface LockOptions {
   readonly noWait?: boolean
@@ -27,49 +27,20 @@ export interface WorkspaceLock {
   readonly release: () => Promise<void>
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM"
-  }
-}
-
-async function readHolder(path: string): Promise<LockHolder | null> {
-  try {
-    const holder = JSON.parse(await readFile(path, "utf8")) as LockHolder
-    return typeof holder.pid === "number" ? holder : null
-  } catch {
-    return null
-  }
-}
-
-async function tryCreate(path: string): Promise<boolean> {
-  try {
-    const handle = await open(path, "wx")
-    const holder: LockHolder = { pid: process.pid, host: hostname(), started: new Date().toISOString() }
-    await handle.writeFile(JSON.stringify(holder))
-    await handle.sync()
-    await handle.close()
-    return true
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "EEXIST") return false
-    throw error
-  }
-}
-
 /** Acquire the lock at `path` for the workspace `workspace`. */
 export async function acquireLock(path: string, workspace: string, options: LockOptions = {}): Promise<WorkspaceLock> {
   let waiting = false
   for (;;) {
-    if (await tryCreate(path)) {
+    if (tryCreateLockFile(path)) {
       return { release: () => unlink(path).catch(() => undefined) }
     }
-    const holder = await readHolder(path)
+    const holder = readLockHolder(path)
     if (holder === null) {
-      // The holder is between creating and writing the file; look again shortly.
-      await sleep(20)
+      // A lock is written whole (lock-file.mjs), so one without a holder was created in
+      // place on a file system without hard links, or damaged. It is taken over once old.
+      const info = await stat(path).catch(() => null)
+      if (info !== null && Date.now() - info.mtimeMs > unreadableStaleMs) await unlink(path).catch(() => undefined)
+      else await sleep(20)
       continue
     }
     if (holder.host === hostname() && !isAlive(holder.pid)) {

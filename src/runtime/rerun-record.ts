@@ -3,7 +3,8 @@
  * a successful run leaves, its removal when a process opens the workspace for writing, and
  * the import of the no-op reruns that the launcher recorded without opening the database.
  */
-import { readdirSync, renameSync, statSync, unlinkSync, writeFileSync } from "node:fs"
+import { mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync, type BigIntStats } from "node:fs"
+import { availableParallelism } from "node:os"
 import { readFile, rm } from "node:fs/promises"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -11,7 +12,7 @@ import { bundle } from "./bundle.ts"
 import type { Database } from "./db.ts"
 import { fileIdentity, racyMs } from "./file-identity.mjs"
 import {
-  absent, identityOf, inodeOf, pendingRunsPath, relevantEnvironment, stampFormat, stampPath, type RerunStamp
+  absent, databaseIdentity, identityOf, unreadable, pendingRunsPath, relevantEnvironment, stampFormat, stampPath, type RerunStamp
 } from "./rerun-stamp.mjs"
 import type { Layout, StoredObject } from "./store.ts"
 
@@ -51,7 +52,14 @@ export class PlanReads {
     const visited = new Set<string>()
     const walk = (path: string) => {
       if (this.untrustedReason !== null) return
-      const stat = statSync(path, { bigint: true, throwIfNoEntry: false })
+      let stat: BigIntStats | undefined
+      try {
+        stat = statSync(path, { bigint: true, throwIfNoEntry: false })
+      } catch (error) {
+        // A link loop or a file this user may not read: the source reports it if it matters.
+        this.markUntrusted(`${path} cannot be read (${(error as NodeJS.ErrnoException).code})`)
+        return
+      }
       if (stat === undefined) {
         this.files.set(path, absent)
         return
@@ -93,6 +101,7 @@ export class PlanReads {
     if (this.untrustedReason !== null) return { reason: this.untrustedReason }
     for (const [path, identity] of this.files) {
       if (identity === absent) continue
+      if (identity.startsWith(unreadable)) return { reason: `${path} cannot be read` }
       const [, , , mtimeNs, ctimeNs] = identity.split(":")
       const changedMs = Number(BigInt(mtimeNs!) > BigInt(ctimeNs!) ? BigInt(mtimeNs!) : BigInt(ctimeNs!)) / 1e6
       if (this.capturedAt - changedMs < racyMs) return { reason: `${path} changed moments before the run` }
@@ -139,20 +148,21 @@ export interface StampRequest {
 }
 
 /**
- * Writes the stamp of a successful run through a temporary file and a rename, so a reader
- * sees a whole stamp or none. Returns why no stamp was written, or null.
+ * Returns the stamp of a successful run, but for the database's identity, which
+ * `saveStamp` adds once the database is closed. Returns why no stamp can be written
+ * instead, when there is a reason.
  */
-export function writeStamp(
+export function prepareStamp(
   ws: Layout, request: StampRequest, reads: PlanReads, run: {
     readonly id: string
     readonly objects: ReadonlyArray<StoredObject>
     readonly views: ReadonlyMap<string, string>
     readonly stages: ReadonlyArray<readonly [string, number]>
   }
-): string | null {
-  if (bundle === null) return "the CLI runs from source"
+): { readonly stamp: RerunStamp } | { readonly reason: string } {
   const trusted = reads.trusted()
-  if ("reason" in trusted) return trusted.reason
+  if ("reason" in trusted) return trusted
+  if (bundle === null) return { reason: "the CLI runs from source" }
   const objects = new Map(run.objects.map((o) => [o.path, [o.path, o.kind, o.size] as const]))
   const stamp: RerunStamp = {
     format: stampFormat,
@@ -163,7 +173,8 @@ export function writeStamp(
     node: process.version,
     execPath: process.execPath,
     build: bundle.dir,
-    database: inodeOf(ws.database),
+    database: "",
+    cores: availableParallelism(),
     run: run.id,
     capturedAt: reads.capturedAt,
     files: trusted.files,
@@ -172,12 +183,39 @@ export function writeStamp(
     stages: run.stages,
     outputs: request.describeOutputs()
   }
-  const path = stampPath(ws.root)
-  // Staging is swept when the workspace is next opened, so a kill leaves no stray file.
+  return { stamp }
+}
+
+/**
+ * Writes `stamp` with the identity of the closed database, through a temporary file and a
+ * rename, so a reader sees a whole stamp or none. Call with the workspace lock held.
+ */
+export function saveStamp(ws: Layout, stamp: RerunStamp): void {
+  writeWhole(ws, { ...stamp, database: databaseIdentity(ws.root) })
+}
+
+/**
+ * Updates the database identity of the workspace's stamp after a read command imported
+ * pending runs, when the stamp matched the database as it was before the import
+ * (`before`). The import adds only run records, which change no result that a rerun would
+ * reuse. Call with the workspace lock held and the database closed.
+ */
+export function refreshStampDatabase(ws: Layout, before: string): void {
+  let stamp: RerunStamp
+  try {
+    stamp = JSON.parse(readFileSync(stampPath(ws.root), "utf8")) as RerunStamp
+  } catch {
+    return
+  }
+  if (stamp.database === before) saveStamp(ws, stamp)
+}
+
+function writeWhole(ws: Layout, stamp: RerunStamp): void {
+  // Staging is swept when the workspace is next opened for writing, so a kill leaves no stray file.
+  mkdirSync(ws.staging, { recursive: true })
   const temporary = join(ws.staging, `rerun-stamp.${process.pid}.tmp`)
   writeFileSync(temporary, JSON.stringify(stamp))
-  renameSync(temporary, path)
-  return null
+  renameSync(temporary, stampPath(ws.root))
 }
 
 /** Removes the workspace's stamp; call with the workspace lock held, before anything is written. */

@@ -20,16 +20,20 @@
  * Plain JavaScript, because the launcher runs before any TypeScript is loaded.
  */
 import { appendFileSync, closeSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, unlinkSync, writeSync } from "node:fs"
-import { hostname } from "node:os"
+import { availableParallelism, hostname } from "node:os"
 import { join, relative, resolve } from "node:path"
 import { formatSummaryTable } from "../cli/summary-table.mjs"
 import { fileIdentity } from "./file-identity.mjs"
+import { tryCreateLockFile } from "./lock-file.mjs"
 
 /** Version of the stamp's layout. A stamp of another version is ignored. */
 export const stampFormat = 1
 
 /** Identity recorded for a path that did not exist. */
 export const absent = "absent"
+
+/** Prefix of the identity of a path that could not be read. */
+export const unreadable = "unreadable:"
 
 /**
  * @typedef {object} RerunStamp
@@ -41,7 +45,8 @@ export const absent = "absent"
  * @property {string} node Node.js version
  * @property {string} execPath path of the Node.js binary
  * @property {string} build folder of the CLI bundle the run used
- * @property {string} database device and inode of the database file
+ * @property {string} database identity of the database file and its write-ahead log, taken after the run closed them
+ * @property {number} cores logical cores, which the default of --jobs follows
  * @property {string} run id of the run the stamp describes
  * @property {number} capturedAt time (ms since the epoch) before the plan read any file
  * @property {ReadonlyArray<readonly [string, string]>} files absolute path and identity of each file and folder the plan read
@@ -79,24 +84,30 @@ export function relevantEnvironment(env) {
 }
 
 /**
- * The identity of the file or folder at `path` (following links), or `absent`.
+ * Returns the identity of the file or folder at `path` (following links), `absent`, or
+ * `unreadable:<error code>` when it cannot be read, such as a link loop.
  * @param {string} path
  * @returns {string}
  */
 export function identityOf(path) {
-  const stat = statSync(path, { bigint: true, throwIfNoEntry: false })
-  return stat === undefined ? absent : fileIdentity(stat)
+  try {
+    const stat = statSync(path, { bigint: true, throwIfNoEntry: false })
+    return stat === undefined ? absent : fileIdentity(stat)
+  } catch (error) {
+    return `${unreadable}${/** @type {NodeJS.ErrnoException} */ (error).code ?? "error"}`
+  }
 }
 
 /**
- * Device and inode of the file at `path`, which stay the same while a database is written
- * in place, or `absent`.
- * @param {string} path
+ * Returns the identity of the workspace's database file and of its write-ahead log, which
+ * DuckDB removes at a clean close. Any write to the database changes one of them, and so
+ * does copying another file over it.
+ * @param {string} workspace
  * @returns {string}
  */
-export function inodeOf(path) {
-  const stat = statSync(path, { bigint: true, throwIfNoEntry: false })
-  return stat === undefined ? absent : `${stat.dev}:${stat.ino}`
+export function databaseIdentity(workspace) {
+  const path = join(workspace, "octflow.duckdb")
+  return `${identityOf(path)} ${identityOf(`${path}.wal`)}`
 }
 
 /**
@@ -156,7 +167,10 @@ export function mismatch(stamp, command) {
   if (JSON.stringify(stamp.environment) !== JSON.stringify(relevantEnvironment(command.env))) return "the environment differs"
   if (stamp.node !== process.version || stamp.execPath !== process.execPath) return "Node.js differs"
   if (stamp.build !== command.build) return "the code changed"
-  if (inodeOf(join(stamp.workspace, "octflow.duckdb")) !== stamp.database) return "the database was replaced"
+  if (stamp.cores !== availableParallelism()) return "the number of cores differs"
+  if (databaseIdentity(stamp.workspace) !== stamp.database) return "the database changed"
+  const latest = lstatSync(join(stamp.workspace, "latest"), { throwIfNoEntry: false })
+  if (latest !== undefined && !latest.isSymbolicLink()) return "latest is not a link"
   for (const [path, identity] of stamp.files) {
     if (identityOf(path) !== identity) return `${path} changed`
   }
@@ -167,28 +181,6 @@ export function mismatch(stamp, command) {
     if (statSync(join(stamp.workspace, view), { throwIfNoEntry: false }) === undefined) return `${view} is missing`
   }
   return null
-}
-
-/**
- * Creates the workspace lock as src/runtime/lock.ts does, or returns false when another
- * process holds it (the normal path then waits for it or fails with --no-wait).
- * @param {string} path
- */
-function tryLock(path) {
-  let fd
-  try {
-    fd = openSync(path, "wx")
-  } catch (error) {
-    const code = /** @type {NodeJS.ErrnoException} */ (error).code
-    if (code === "EEXIST" || code === "ENOENT") return false
-    throw error
-  }
-  try {
-    writeSync(fd, JSON.stringify({ pid: process.pid, host: hostname(), started: new Date().toISOString() }))
-  } finally {
-    closeSync(fd)
-  }
-  return true
 }
 
 /** @param {string} path */
@@ -221,7 +213,8 @@ function recordReplay(stamp, runId, started) {
 
   const fd = openSync(pendingRunsPath(stamp.workspace), "a")
   try {
-    appendFileSync(fd, JSON.stringify(entry) + "\n")
+    // The leading newline ends a line that a kill cut short, so only that line is lost.
+    appendFileSync(fd, "\n" + JSON.stringify(entry) + "\n")
     fsyncSync(fd)
   } finally {
     closeSync(fd)
@@ -259,7 +252,13 @@ export function replayNoop(command) {
   if (stamp.format !== stampFormat || JSON.stringify(stamp.argv) !== JSON.stringify(command.argv)) return false
 
   const lock = join(workspace, "lock")
-  if (!tryLock(lock)) return false
+  let locked = false
+  try {
+    locked = tryCreateLockFile(lock)
+  } catch {
+    // A workspace this process cannot write is left to the CLI, which names the error.
+  }
+  if (!locked) return false
   try {
     // A run may have replaced or removed the stamp before this process took the lock.
     if (readStamp(path) !== before) return false

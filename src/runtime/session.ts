@@ -3,20 +3,22 @@
  * left by killed runs, and the marking of runs that never finished. Read-only commands
  * open the database without the lock.
  */
-import { existsSync } from "node:fs"
+import { existsSync, readdirSync, rmSync } from "node:fs"
 import { mkdir } from "node:fs/promises"
-import { resolve } from "node:path"
+import { join, resolve } from "node:path"
 import { Database } from "./db.ts"
 import { DatabaseFailed } from "./errors.ts"
+import { isAlive } from "./lock-file.mjs"
 import { acquireLock, type LockHolder } from "./lock.ts"
-import { importPendingRuns, removeStamp } from "./rerun-record.ts"
-import { pendingRunsPath } from "./rerun-stamp.mjs"
+import { importPendingRuns, refreshStampDatabase, removeStamp } from "./rerun-record.ts"
+import { databaseIdentity, pendingRunsPath } from "./rerun-stamp.mjs"
 import { layout, sweepStaging, type Layout } from "./store.ts"
 
 export interface WorkspaceSession {
   readonly ws: Layout
   readonly db: Database
-  readonly close: () => Promise<void>
+  /** Closes the database, runs `afterDatabase` (still holding the lock, for writers), and releases the lock. */
+  readonly close: (afterDatabase?: () => void) => Promise<void>
 }
 
 export interface OpenOptions {
@@ -41,7 +43,8 @@ export async function openForWrite(root: string, options: OpenOptions = {}): Pro
   let db: Database
   try {
     removeStamp(ws)
-    db = await Database.open(ws.database)
+    sweepLeftovers(ws)
+    db = await openWithRetry(ws.database)
   } catch (error) {
     await lock.release()
     throw error
@@ -61,9 +64,13 @@ export async function openForWrite(root: string, options: OpenOptions = {}): Pro
   return {
     ws,
     db,
-    close: async () => {
-      await db.close()
-      await lock.release()
+    close: async (afterDatabase) => {
+      try {
+        await db.close()
+        afterDatabase?.()
+      } finally {
+        await lock.release()
+      }
     }
   }
 }
@@ -85,7 +92,14 @@ export async function openForRead(root: string): Promise<WorkspaceSession> {
   }
   try {
     const db = await Database.open(ws.database, { readOnly: true })
-    return { ws, db, close: async () => db.close() }
+    return {
+      ws,
+      db,
+      close: async (afterDatabase) => {
+        await db.close()
+        afterDatabase?.()
+      }
+    }
   } catch (error) {
     // DuckDB lets one process open a file for writing and then no other process at all.
     if (/lock/i.test(String((error as DatabaseFailed).cause))) {
@@ -99,22 +113,66 @@ export async function openForRead(root: string): Promise<WorkspaceSession> {
   }
 }
 
+/** Errors of a workspace that this process may read but not write. */
+const unwritableCodes = new Set(["EACCES", "EPERM", "EROFS"])
+
+/**
+ * Imports pending runs when no process holds the workspace. A workspace this process cannot
+ * write keeps them until a process that can opens it, so read commands then do not list them.
+ */
 async function importIfFree(ws: Layout): Promise<void> {
   let lock
   try {
     lock = await acquireLock(ws.lock, ws.root, { noWait: true })
   } catch (error) {
     if ((error as { _tag?: string })._tag === "WorkspaceLocked") return
+    if (unwritableCodes.has((error as NodeJS.ErrnoException).code ?? "")) return
     throw error
   }
   try {
-    const db = await Database.open(ws.database)
+    const before = databaseIdentity(ws.root)
+    const db = await openWithRetry(ws.database)
     try {
       await importPendingRuns(db, ws)
     } finally {
       await db.close()
     }
+    refreshStampDatabase(ws, before)
   } finally {
     await lock.release()
+  }
+}
+
+/** How long a writer waits for read commands that have the database open. */
+const readerWaitMs = 30_000
+
+/**
+ * Opens the database for writing. DuckDB lets no process open a file for writing while
+ * another has it open, even read-only, and read commands take the database without the
+ * workspace lock. So a writer, which holds the lock, retries until they close it.
+ */
+async function openWithRetry(path: string): Promise<Database> {
+  const deadline = Date.now() + readerWaitMs
+  for (;;) {
+    try {
+      return await Database.open(path)
+    } catch (error) {
+      const conflict = /Could not set lock|Conflicting lock/i.test(String((error as DatabaseFailed).cause))
+      if (!conflict || Date.now() > deadline) throw error
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+  }
+}
+
+/**
+ * Removes what a kill can leave in the workspace folder: a `.latest-<run id>` link that was
+ * not yet renamed to `latest`, and the temporary file of a lock that a dead process was
+ * creating. Call with the workspace lock held.
+ */
+function sweepLeftovers(ws: Layout): void {
+  for (const name of readdirSync(ws.root)) {
+    const lockPid = /^lock\.(\d+)\.tmp$/.exec(name)?.[1]
+    const leftover = name.startsWith(".latest-") || (lockPid !== undefined && !isAlive(Number(lockPid)))
+    if (leftover) rmSync(join(ws.root, name), { force: true })
   }
 }

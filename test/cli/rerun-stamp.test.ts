@@ -7,9 +7,9 @@
  */
 import { spawnSync } from "node:child_process"
 import {
-  chmodSync, cpSync, existsSync, readFileSync, readlinkSync, rmSync, symlinkSync, unlinkSync, writeFileSync
+  chmodSync, cpSync, existsSync, mkdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, unlinkSync, writeFileSync
 } from "node:fs"
-import { hostname } from "node:os"
+import { availableParallelism, hostname } from "node:os"
 import { dirname, join } from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
 import { racyMs } from "../../src/runtime/file-identity.mjs"
@@ -19,7 +19,9 @@ import { repoRoot, runCli, tempDir, type CliResult } from "../runtime/helpers.ts
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
-const cases = ["unchanged", "edited", "added", "environment", "object", "other", "locked", "gc", "fresh"] as const
+const cases = [
+  "unchanged", "edited", "added", "environment", "object", "other", "locked", "gc", "fresh", "database", "latest", "pending", "cores"
+] as const
 const folders = new Map<string, string>()
 
 beforeAll(async () => {
@@ -188,6 +190,64 @@ describe("no-op rerun from a stamp", () => {
     expect(ranCounts(changed)).toEqual({ scale: 1, stats: 1, report: 1 })
     expect(existsSync(stampPath(workspace))).toBe(false)
     expect(replayed(await runCli(commandIn(folder)))).toBe(false)
+  })
+})
+
+describe("no-op rerun with a changed workspace", () => {
+  it("runs the CLI after the database is replaced", async () => {
+    const folder = folders.get("database")!
+    const workspace = join(folder, "ws")
+    await firstRun(commandIn(folder, "-p", "scale.factor=3"), workspace)
+    const backup = join(folder, "backup.duckdb")
+    cpSync(join(workspace, "octflow.duckdb"), backup)
+    await firstRun(commandIn(folder), workspace)
+    // Restoring the backup keeps the database's inode, but not its times.
+    cpSync(backup, join(workspace, "octflow.duckdb"))
+    const result = await runCli(commandIn(folder))
+    expect(replayed(result)).toBe(false)
+    expect(ranCounts(result)).toEqual({ scale: 6, stats: 6, report: 1 })
+  })
+
+  it("keeps the stamp valid after a read imports", async () => {
+    const folder = folders.get("pending")!
+    const workspace = join(folder, "ws")
+    await firstRun(commandIn(folder), workspace)
+    expect(replayed(await runCli(commandIn(folder)))).toBe(true)
+    // A kill can cut the last pending line short; the next replay starts a new line.
+    const pending = pendingRunsPath(workspace)
+    const text = readFileSync(pending, "utf8")
+    writeFileSync(pending, text.slice(0, text.length - 20))
+    const next = await runCli(commandIn(folder))
+    expect(replayed(next)).toBe(true)
+    const runs = JSON.parse((await runCli(["runs", "--json", "--workspace", workspace])).stdout) as Array<{ id: string }>
+    expect(runs.map((run) => run.id)).toContain(runIdOf(next))
+    expect(runs).toHaveLength(2)
+    // The read imported the pending runs into the database and updated the stamp to match.
+    expect(replayed(await runCli(commandIn(folder)))).toBe(true)
+  })
+
+  it("leaves a latest folder to the CLI", async () => {
+    const folder = folders.get("latest")!
+    const workspace = join(folder, "ws")
+    await firstRun(commandIn(folder), workspace)
+    unlinkSync(join(workspace, "latest"))
+    mkdirSync(join(workspace, "latest"))
+    const result = await runCli(commandIn(folder))
+    expect(replayed(result)).toBe(false)
+    expect(existsSync(pendingRunsPath(workspace))).toBe(false)
+  })
+
+  const tasksetWorks = availableParallelism() > 1 && spawnSync("taskset", ["-c", "0", "true"]).status === 0
+  it.skipIf(!tasksetWorks)("runs the CLI on fewer cores", async () => {
+    const folder = folders.get("cores")!
+    const workspace = join(folder, "ws")
+    await firstRun(commandIn(folder), workspace)
+    const pinned = spawnSync("taskset", ["-c", "0", process.execPath, join(repoRoot, "bin/octflow.mjs"), ...commandIn(folder)], {
+      cwd: repoRoot,
+      encoding: "utf8"
+    })
+    expect(pinned.status, pinned.stderr).toBe(0)
+    expect(pinned.stderr).not.toContain("nothing changed since run")
   })
 })
 

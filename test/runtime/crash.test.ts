@@ -1,6 +1,7 @@
 import { existsSync, readdirSync, writeFileSync } from "node:fs"
 import { join, relative } from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
+import { Database } from "../../src/runtime/db.ts"
 import { runWorkflow } from "../../src/runtime/executor.ts"
 import { collectGarbage, listArtifacts, listRuns, workspaceStatus } from "../../src/runtime/inspect.ts"
 import { workflow, writeSyntheticData } from "../../workflows/synthetic.ts"
@@ -66,6 +67,21 @@ describe("a run killed with SIGKILL", () => {
     const gc = await collectGarbage(workspace, { keepRuns: 1, dryRun: true })
     expect(gc.keptRuns).toEqual([runs[0]!.id])
     expect(runs[0]!.status).toBe("ok")
+  })
+
+  it("waits for a reader to close the database", async () => {
+    const dir = tempDir("crash-reader")
+    const workspace = join(dir, "ws")
+    const ownData = join(dir, "data")
+    await writeSyntheticData(ownData, 2)
+    await runWorkflow({ workflow, workspace, dataDir: ownData, jobs: 1 })
+    // A read command holds the database without the workspace lock.
+    const reader = await Database.open(join(workspace, "octflow.duckdb"), { readOnly: true })
+    const closed = new Promise<void>((resolve) => setTimeout(() => void reader.close().then(resolve), 700))
+    const run = await runCli([...fullArgs(workspace, ownData), "--force=report"])
+    await closed
+    expect(run.code, run.stderr).toBe(0)
+    expect(run.stdout).toMatch(/^report\s+1\s/m)
   })
 
   it("lists a killed run as interrupted", async () => {

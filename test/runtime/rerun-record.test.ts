@@ -107,3 +107,19 @@ describe("importing pending runs", () => {
     expect(again).toEqual(first)
   })
 })
+
+describe("stamp of a run", () => {
+  it("skips the stamp for a link loop", async () => {
+    const folder = tempDir("stamp-loop")
+    const data = join(folder, "data")
+    await writeSyntheticData(data, 2)
+    symlinkSync("a", join(data, "b"))
+    symlinkSync("b", join(data, "a"))
+    const summary = await runWorkflow({
+      workflow, workspace: join(folder, "ws"), dataDir: data, jobs: 1,
+      stamp: { cwd: folder, argv: [], env: {}, describeOutputs: () => "" }
+    })
+    expect(summary.status).toBe("ok")
+    expect(summary.stampSkipped).toMatch(/cannot be read/)
+  })
+})

@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from "node:child_process"
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs"
 import { hostname } from "node:os"
 import { join } from "node:path"
 import { describe, expect, it } from "vitest"
@@ -84,6 +84,34 @@ describe("acquireLock", () => {
     const lock = await acquireLock(join(dir, "lock"), dir, { pollMs: 50, onWait: () => waited++ })
     expect(waited).toBe(1)
     expect(Date.now() - started).toBeGreaterThanOrEqual(300)
+    await lock.release()
+  })
+
+  it("writes the lock whole", async () => {
+    const dir = tempDir("lock")
+    const lock = await acquireLock(join(dir, "lock"), dir)
+    expect(JSON.parse(readFileSync(join(dir, "lock"), "utf8"))).toMatchObject({ pid: process.pid, host: hostname() })
+    expect(readdirSync(dir)).toEqual(["lock"])
+    await lock.release()
+  })
+
+  it("takes over an old empty lock", async () => {
+    const dir = tempDir("lock")
+    writeFileSync(join(dir, "lock"), "")
+    const old = new Date(Date.now() - 10_000)
+    utimesSync(join(dir, "lock"), old, old)
+    const lock = await acquireLock(join(dir, "lock"), dir, { noWait: true })
+    expect(JSON.parse(readFileSync(join(dir, "lock"), "utf8")).pid).toBe(process.pid)
+    await lock.release()
+  })
+
+  it("waits while a new empty lock is young", async () => {
+    const dir = tempDir("lock")
+    writeFileSync(join(dir, "lock"), "")
+    setTimeout(() => rmSync(join(dir, "lock")), 300)
+    const started = Date.now()
+    const lock = await acquireLock(join(dir, "lock"), dir, { noWait: true })
+    expect(Date.now() - started).toBeGreaterThanOrEqual(250)
     await lock.release()
   })
 })
