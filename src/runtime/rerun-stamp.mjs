@@ -62,15 +62,15 @@ export const stampPath = (workspace) => join(workspace, "rerun-stamp.json")
 /** @param {string} workspace */
 export const pendingRunsPath = (workspace) => join(workspace, "pending-runs.jsonl")
 
-/** A run id: the UTC start time to the second and six random hex digits. */
+/** Returns a new run id: the UTC start time to the second and six random hex digits. */
 export function newRunId() {
   const time = new Date().toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z")
   return `${time}-${Math.random().toString(16).slice(2, 8)}`
 }
 
 /**
- * The environment variables that can change what a run computes or which backend it picks,
- * sorted by name.
+ * Returns the environment variables that can change what a run computes or which backend it
+ * picks, sorted by name.
  * @param {NodeJS.ProcessEnv} env
  * @returns {Record<string, string>}
  */

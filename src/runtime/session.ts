@@ -77,8 +77,8 @@ export async function openForWrite(root: string, options: OpenOptions = {}): Pro
 
 /**
  * Open a workspace's database read-only, for commands that only read. No-op reruns that
- * the launcher recorded are imported first when no other process holds the workspace;
- * one that does imports them itself.
+ * the launcher recorded are imported first when no other process has the workspace lock.
+ * A process that has it imports them itself.
  */
 export async function openForRead(root: string): Promise<WorkspaceSession> {
   const ws = layout(resolve(root))
@@ -117,7 +117,7 @@ export async function openForRead(root: string): Promise<WorkspaceSession> {
 const unwritableCodes = new Set(["EACCES", "EPERM", "EROFS"])
 
 /**
- * Imports pending runs when no process holds the workspace. A workspace this process cannot
+ * Imports pending runs when no other process has the workspace lock. A workspace this process cannot
  * write keeps them until a process that can opens it, so read commands then do not list them.
  */
 async function importIfFree(ws: Layout): Promise<void> {
