@@ -117,8 +117,9 @@ export async function openForRead(root: string): Promise<WorkspaceSession> {
 const unwritableCodes = new Set(["EACCES", "EPERM", "EROFS"])
 
 /**
- * Imports pending runs when no other process has the workspace lock. A workspace this process cannot
- * write keeps them until a process that can opens it, so read commands then do not list them.
+ * Imports pending runs when no other process has the workspace lock. A workspace this
+ * process cannot write keeps them until a process that can opens it, so read commands then
+ * do not list them.
  */
 async function importIfFree(ws: Layout): Promise<void> {
   let lock
