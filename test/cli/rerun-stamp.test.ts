@@ -99,19 +99,14 @@ describe("no-op rerun from a stamp", () => {
     expect(params[0]!.n).toBe(params[1]!.n)
   })
 
-  it("runs the CLI when a data file changes", async () => {
-    const folder = folders.get("edited")!
+  // Each data change reruns one item of scale and stats, and the report over all items.
+  it.each([
+    { name: "edited", file: "item-0002.txt", content: "7\n8\n" },
+    { name: "added", file: "item-0100.txt", content: "1\n" }
+  ])("runs the CLI when a data file is $name", async ({ name, file, content }) => {
+    const folder = folders.get(name)!
     await firstRun(commandIn(folder), join(folder, "ws"))
-    writeFileSync(join(folder, "data/item-0002.txt"), "7\n8\n")
-    const result = await runCli(commandIn(folder))
-    expect(replayed(result)).toBe(false)
-    expect(ranCounts(result)).toEqual({ scale: 1, stats: 1, report: 1 })
-  })
-
-  it("runs the CLI when a data file is added", async () => {
-    const folder = folders.get("added")!
-    await firstRun(commandIn(folder), join(folder, "ws"))
-    writeFileSync(join(folder, "data/item-0100.txt"), "1\n")
+    writeFileSync(join(folder, "data", file), content)
     const result = await runCli(commandIn(folder))
     expect(replayed(result)).toBe(false)
     expect(ranCounts(result)).toEqual({ scale: 1, stats: 1, report: 1 })
