@@ -36,6 +36,10 @@ process.stdout.on("error", (error: NodeJS.ErrnoException) => {
   if (error.code === "EPIPE") process.exit(process.exitCode ?? 0)
   throw error
 })
+// Progress goes to stderr; a run goes on when its reader closes that pipe (`full 2>&1 | head`).
+process.stderr.on("error", (error: NodeJS.ErrnoException) => {
+  if (error.code !== "EPIPE") throw error
+})
 
 const out = (text: string): void => {
   process.stdout.write(text.endsWith("\n") ? text : text + "\n")

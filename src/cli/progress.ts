@@ -37,6 +37,9 @@ export class ProgressReporter {
       case "lock-takeover":
         this.line(`taking over the lock left by process ${event.pid}, which is no longer running`)
         return
+      case "database-wait":
+        this.line(`waiting up to ${event.waitMs / 1000} s for a read command to close the database`)
+        return
       case "plan":
         this.line(`run ${event.runId}: ${event.stages.map((s) => `${s.stage} (${s.tasks})`).join(", ")}`)
         for (const s of event.stages) this.stages.set(s.stage, { total: s.tasks, done: 0, ran: 0, cached: 0, failed: 0, started: null })

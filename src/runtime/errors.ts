@@ -183,6 +183,17 @@ export class WorkspaceLocked extends Data.TaggedError("WorkspaceLocked")<{
   }
 }
 
+/** The workspace's lock path is a folder or a link, not a lock file. */
+export class LockPathInvalid extends Data.TaggedError("LockPathInvalid")<{
+  readonly path: string
+  readonly kind: string
+}> {
+  override get message() {
+    return `The workspace lock ${this.path} is a ${this.kind}, not a lock file. ` +
+      "Make sure no octflow process uses this workspace, then remove it and run the command again."
+  }
+}
+
 /** A database file cannot be opened or a query failed. */
 export class DatabaseFailed extends Data.TaggedError("DatabaseFailed")<{
   readonly path: string

@@ -58,6 +58,7 @@ export type TaskAction = "ran" | "cached" | "failed" | "blocked"
 export type RunEvent =
   | { readonly type: "lock-wait"; readonly pid: number; readonly host: string }
   | { readonly type: "lock-takeover"; readonly pid: number }
+  | { readonly type: "database-wait"; readonly waitMs: number }
   | { readonly type: "plan"; readonly runId: string; readonly stages: ReadonlyArray<{ readonly stage: string; readonly tasks: number }> }
   | { readonly type: "task-start"; readonly stage: string; readonly item: string | null }
   | { readonly type: "task-end"; readonly stage: string; readonly item: string | null; readonly action: TaskAction; readonly ms: number; readonly error?: string }
@@ -102,7 +103,8 @@ export async function runWorkflow(options: RunOptions): Promise<RunSummary> {
   const session = await openForWrite(options.workspace, {
     noWait: options.noWait,
     onLockWait: (holder) => report({ type: "lock-wait", pid: holder.pid, host: holder.host }),
-    onLockTakeover: (holder) => report({ type: "lock-takeover", pid: holder.pid })
+    onLockTakeover: (holder) => report({ type: "lock-takeover", pid: holder.pid }),
+    onDatabaseWait: (waitMs) => report({ type: "database-wait", waitMs })
   })
   let result: { readonly summary: RunSummary; readonly stamp: RerunStamp | null }
   try {

@@ -115,6 +115,12 @@ export function listArtifacts(workspace: string, options: { stage?: string; run?
   return withRead(workspace, async (session) => {
     const runId = options.run ?? (await newestRunId(session, options.stage))
     if (runId === null) return []
+    if (options.run !== undefined) {
+      const known = await session.db.all<{ id: string }>("SELECT id FROM runs ORDER BY started DESC, id DESC")
+      if (!known.some((row) => row.id === options.run)) {
+        throw new UnknownName({ kind: "run", name: options.run, known: known.slice(0, 5).map((row) => row.id) })
+      }
+    }
     const values: Array<SqlValue> = [runId]
     let filter = ""
     if (options.stage !== undefined) {

@@ -4,9 +4,9 @@
  * alive on this host is stale and is taken over.
  * NOTE: a lock held by another host cannot be checked for liveness; it is treated as live.
  */
-import { stat, unlink } from "node:fs/promises"
+import { lstat, unlink } from "node:fs/promises"
 import { hostname } from "node:os"
-import { WorkspaceLocked } from "./errors.ts"
+import { LockPathInvalid, WorkspaceLocked } from "./errors.ts"
 import { isAlive, readLockHolder, tryCreateLockFile, type LockHolder } from "./lock-file.mjs"
 
 export type { LockHolder }
@@ -38,8 +38,10 @@ export async function acquireLock(path: string, workspace: string, options: Lock
     if (holder === null) {
       // A lock is written whole (lock-file.mjs), so one without a holder was created in
       // place on a file system without hard links, or damaged. It is taken over once old.
-      const info = await stat(path).catch(() => null)
-      if (info !== null && Date.now() - info.mtimeMs > unreadableStaleMs) await unlink(path).catch(() => undefined)
+      const info = await lstat(path).catch(() => null)
+      if (info === null) continue
+      if (!info.isFile()) throw new LockPathInvalid({ path, kind: info.isDirectory() ? "folder" : "link or special file" })
+      if (Date.now() - info.mtimeMs > unreadableStaleMs) await unlink(path)
       else await sleep(20)
       continue
     }

@@ -4,7 +4,8 @@
  * the import of the no-op reruns that the launcher recorded without opening the database.
  */
 import { mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync, type BigIntStats } from "node:fs"
-import { availableParallelism } from "node:os"
+import { createRequire } from "node:module"
+import { availableParallelism, hostname } from "node:os"
 import { readFile, rm } from "node:fs/promises"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -20,6 +21,8 @@ import type { Layout, StoredObject } from "./store.ts"
 const maxFiles = 200_000
 
 const repositoryRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..")
+/** Resolves packages as stages/support/backend.ts does, from inside the repository. */
+const require = createRequire(join(repositoryRoot, "stages", "support", "backend.ts"))
 
 /**
  * The files and folders a plan read, with their identities, taken before the plan read
@@ -115,25 +118,29 @@ const nativePackages = ["tfjs-node", "tfjs-node-gpu"]
 
 /**
  * Records the installed packages that decide the backend and the versions that join
- * fingerprints: npm rewrites node_modules/.package-lock.json on every install, and the
- * @tensorflow folder gains or loses an entry when a backend is added or removed. A native
- * package's binding is compiled into `lib/napi-v<N>/`, so those folders are recorded too, as
- * a rebuild that adds the binding changes them without an install.
+ * fingerprints. Node looks for a package in every folder of `require.resolve.paths`, so the
+ * `@tensorflow` folder of each is recorded, and gains or loses an entry when a backend is
+ * installed or removed there. npm rewrites node_modules/.package-lock.json on every install.
+ * A native package's binding is compiled into `lib/napi-v<N>/`, so those folders are
+ * recorded too, as a rebuild that adds the binding changes them without an install.
  */
 export function addInstalledPackages(reads: PlanReads): void {
-  const modules = join(repositoryRoot, "node_modules")
-  reads.addFile(join(modules, ".package-lock.json"))
-  reads.addFile(join(modules, "@tensorflow"))
-  for (const name of nativePackages) {
-    const lib = join(modules, "@tensorflow", name, "lib")
-    reads.addFile(lib)
-    let entries: Array<string> = []
-    try {
-      entries = readdirSync(lib).filter((entry) => entry.startsWith("napi-v"))
-    } catch {
-      // Not installed, or installed without a compiled binding: recorded as absent above.
+  reads.addFile(join(repositoryRoot, "node_modules", ".package-lock.json"))
+  const searched = require.resolve.paths("@tensorflow/tfjs-backend-wasm") ?? []
+  for (const modules of searched) {
+    reads.addFile(join(modules, "@tensorflow"))
+    for (const name of nativePackages) {
+      const lib = join(modules, "@tensorflow", name, "lib")
+      let entries: Array<string>
+      try {
+        entries = readdirSync(lib).filter((entry) => entry.startsWith("napi-v"))
+      } catch {
+        // Not installed here, or installed without a compiled binding.
+        continue
+      }
+      reads.addFile(lib)
+      for (const entry of entries) reads.addFile(join(lib, entry))
     }
-    for (const entry of entries) reads.addFile(join(lib, entry))
   }
 }
 
@@ -172,6 +179,8 @@ export function prepareStamp(
     environment: relevantEnvironment(request.env),
     node: process.version,
     execPath: process.execPath,
+    execArgv: process.execArgv,
+    host: hostname(),
     build: bundle.dir,
     database: "",
     cores: availableParallelism(),

@@ -19,7 +19,10 @@
  *
  * Plain JavaScript, because the launcher runs before any TypeScript is loaded.
  */
-import { appendFileSync, closeSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, unlinkSync, writeSync } from "node:fs"
+import {
+  appendFileSync, closeSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync,
+  unlinkSync
+} from "node:fs"
 import { availableParallelism, hostname } from "node:os"
 import { join, relative, resolve } from "node:path"
 import { formatSummaryTable } from "../cli/summary-table.mjs"
@@ -44,6 +47,8 @@ export const unreadable = "unreadable:"
  * @property {Readonly<Record<string, string>>} environment see `relevantEnvironment`
  * @property {string} node Node.js version
  * @property {string} execPath path of the Node.js binary
+ * @property {ReadonlyArray<string>} execArgv options given to Node.js itself, such as V8 flags that change which CPU features code uses
+ * @property {string} host host name, since the CPU decides which SIMD kernels a run uses
  * @property {string} build folder of the CLI bundle the run used
  * @property {string} database identity of the database file and its write-ahead log, taken after the run closed them
  * @property {number} cores logical cores, which the default of --jobs follows
@@ -78,7 +83,7 @@ export function relevantEnvironment(env) {
   /** @type {Record<string, string>} */
   const picked = {}
   for (const name of Object.keys(env).sort()) {
-    if (/^(OCTFLOW_|TF_)/.test(name) || name === "NODE_OPTIONS") picked[name] = env[name] ?? ""
+    if (/^(OCTFLOW_|TF_)/.test(name) || name === "NODE_OPTIONS" || name === "NODE_PATH") picked[name] = env[name] ?? ""
   }
   return picked
 }
@@ -166,6 +171,8 @@ export function mismatch(stamp, command) {
   if (JSON.stringify(stamp.argv) !== JSON.stringify(command.argv)) return "the command line differs"
   if (JSON.stringify(stamp.environment) !== JSON.stringify(relevantEnvironment(command.env))) return "the environment differs"
   if (stamp.node !== process.version || stamp.execPath !== process.execPath) return "Node.js differs"
+  if (JSON.stringify(stamp.execArgv) !== JSON.stringify(process.execArgv)) return "Node.js options differ"
+  if (stamp.host !== hostname()) return "the host differs"
   if (stamp.build !== command.build) return "the code changed"
   if (stamp.cores !== availableParallelism()) return "the number of cores differs"
   if (databaseIdentity(stamp.workspace) !== stamp.database) return "the database changed"
@@ -194,9 +201,10 @@ function readStamp(path) {
 
 /**
  * Records a no-op rerun of the run that `stamp` describes as run `runId`. It links the run's
- * folder to the stamp's views, appends the run to the pending runs durably, and then moves
- * `latest`. A failure before the append leaves a folder of links that no run names, which gc
- * removes.
+ * folder to the stamp's views and appends the run to the pending runs durably; a failure
+ * there removes the folder and throws, so the CLI runs the command instead. Then it moves
+ * `latest`. The run is recorded by then, so a failure to move it is returned, not thrown,
+ * and the CLI does not record the run a second time.
  * @param {RerunStamp} stamp
  * @param {string} runId
  * @param {number} started ms since the epoch
@@ -208,22 +216,40 @@ function recordReplay(stamp, runId, started) {
     host: hostname(), pid: process.pid, summary
   }
   const runDir = join(stamp.workspace, "runs", runId)
-  mkdirSync(runDir, { recursive: true })
-  for (const [stage, view] of stamp.views) symlinkSync(relative(runDir, join(stamp.workspace, view)), join(runDir, stage))
-
-  const fd = openSync(pendingRunsPath(stamp.workspace), "a")
   try {
-    // The leading newline ends a line that a kill cut short, so only that line is lost.
-    appendFileSync(fd, "\n" + JSON.stringify(entry) + "\n")
-    fsyncSync(fd)
-  } finally {
-    closeSync(fd)
+    mkdirSync(runDir, { recursive: true })
+    for (const [stage, view] of stamp.views) symlinkSync(relative(runDir, join(stamp.workspace, view)), join(runDir, stage))
+    const fd = openSync(pendingRunsPath(stamp.workspace), "a")
+    try {
+      // The leading newline ends a line that a kill cut short, so only that line is lost.
+      appendFileSync(fd, "\n" + JSON.stringify(entry) + "\n")
+      fsyncSync(fd)
+    } finally {
+      closeSync(fd)
+    }
+  } catch (error) {
+    rmSync(runDir, { recursive: true, force: true })
+    throw error
   }
 
   const temporary = join(stamp.workspace, `.latest-${runId}`)
-  symlinkSync(relative(stamp.workspace, runDir), temporary)
-  renameSync(temporary, join(stamp.workspace, "latest"))
-  return summary
+  try {
+    symlinkSync(relative(stamp.workspace, runDir), temporary)
+    renameSync(temporary, join(stamp.workspace, "latest"))
+  } catch (error) {
+    rmSync(temporary, { force: true })
+    return { summary, latestError: /** @type {Error} */ (error) }
+  }
+  return { summary, latestError: null }
+}
+
+/** Ends output quietly when a reader closes its pipe (`full | head -1`), as the CLI does. */
+function ignoreClosedPipes() {
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on("error", (error) => {
+      if (/** @type {NodeJS.ErrnoException} */ (error).code !== "EPIPE") throw error
+    })
+  }
 }
 
 /**
@@ -265,17 +291,24 @@ export function replayNoop(command) {
     if (mismatch(stamp, { ...command, workspace }) !== null) return false
 
     const runId = newRunId()
-    const summary = recordReplay(stamp, runId, started)
+    const { summary, latestError } = recordReplay(stamp, runId, started)
     const tasks = summary.reduce((sum, stage) => sum + stage.cached, 0)
-    // A closed pipe (`full | head -1`) ends the output, as it does in the CLI.
-    process.stdout.on("error", (error) => {
-      if (/** @type {NodeJS.ErrnoException} */ (error).code !== "EPIPE") throw error
-    })
+    ignoreClosedPipes()
     process.stderr.write(
       `run ${runId}: nothing changed since run ${stamp.run}, so its ${tasks} results are reused ` +
         `(checked ${stamp.files.length} files and ${stamp.objects.length} stored objects)\n`
     )
-    process.stdout.write(`${formatSummaryTable(runId, "ok", summary, Date.now() - started)}\n${stamp.outputs}\n`)
+    process.stdout.write(`${formatSummaryTable(runId, "ok", summary, Date.now() - started)}\n`)
+    if (latestError === null) {
+      process.stdout.write(`${stamp.outputs}\n`)
+      return true
+    }
+    process.stderr.write(
+      `error: run ${runId} is recorded, but moving ${join(workspace, "latest")} to it failed (${latestError.message}). ` +
+        `latest still shows an earlier run with the same outputs; the outputs of this run are in ${join(workspace, "runs", runId)}. ` +
+        "Fix the workspace folder, then run the command again.\n"
+    )
+    process.exitCode = 2
     return true
   } finally {
     try {

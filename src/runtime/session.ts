@@ -25,6 +25,8 @@ export interface OpenOptions {
   readonly noWait?: boolean
   readonly onLockWait?: (holder: LockHolder) => void
   readonly onLockTakeover?: (holder: LockHolder) => void
+  /** Called once when another process has the database open and the writer starts waiting for it. */
+  readonly onDatabaseWait?: (waitMs: number) => void
 }
 
 /**
@@ -44,7 +46,7 @@ export async function openForWrite(root: string, options: OpenOptions = {}): Pro
   try {
     removeStamp(ws)
     sweepLeftovers(ws)
-    db = await openWithRetry(ws.database)
+    db = await openForWriting(ws.database, options)
   } catch (error) {
     await lock.release()
     throw error
@@ -90,26 +92,33 @@ export async function openForRead(root: string): Promise<WorkspaceSession> {
       cause: "no database in this workspace yet; run `workflow full` first or pass --workspace"
     })
   }
-  try {
-    const db = await Database.open(ws.database, { readOnly: true })
-    return {
-      ws,
-      db,
-      close: async (afterDatabase) => {
-        await db.close()
-        afterDatabase?.()
+  // DuckDB lets one process open a file for writing and then no other process at all. A
+  // read command that imports recorded runs has it open for less than a second, so readers
+  // retry that long; a workflow run keeps it open until it ends.
+  const deadline = Date.now() + readerRetryMs
+  for (;;) {
+    try {
+      const db = await Database.open(ws.database, { readOnly: true })
+      return {
+        ws,
+        db,
+        close: async (afterDatabase) => {
+          await db.close()
+          afterDatabase?.()
+        }
       }
+    } catch (error) {
+      if (!isOpenConflict(error)) throw error
+      if (Date.now() > deadline) {
+        throw new DatabaseFailed({
+          path: ws.database,
+          sql: "(open)",
+          cause: "another process has the database open for writing (a workflow run, gc, or a command importing " +
+            "recorded runs); retry when it finishes"
+        })
+      }
+      await sleep(50)
     }
-  } catch (error) {
-    // DuckDB lets one process open a file for writing and then no other process at all.
-    if (/lock/i.test(String((error as DatabaseFailed).cause))) {
-      throw new DatabaseFailed({
-        path: ws.database,
-        sql: "(open)",
-        cause: "a running workflow process has the database open; retry when it finishes"
-      })
-    }
-    throw error
   }
 }
 
@@ -132,7 +141,14 @@ async function importIfFree(ws: Layout): Promise<void> {
   }
   try {
     const before = databaseIdentity(ws.root)
-    const db = await openWithRetry(ws.database)
+    let db: Database
+    try {
+      db = await Database.open(ws.database)
+    } catch (error) {
+      // Another read command has the database open; the runs stay pending for a later command.
+      if (isOpenConflict(error)) return
+      throw error
+    }
     try {
       await importPendingRuns(db, ws)
     } finally {
@@ -145,22 +161,46 @@ async function importIfFree(ws: Layout): Promise<void> {
 }
 
 /** How long a writer waits for read commands that have the database open. */
-const readerWaitMs = 30_000
+const writerWaitMs = 30_000
+
+/** How long a read command waits for another read command that imports recorded runs. */
+const readerRetryMs = 3_000
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** True when DuckDB could not open the database because another process has it open. */
+const isOpenConflict = (error: unknown): boolean =>
+  /Could not set lock|Conflicting lock/i.test(String((error as DatabaseFailed).cause))
 
 /**
  * Opens the database for writing. DuckDB lets no process open a file for writing while
  * another has it open, even read-only, and read commands take the database without the
- * workspace lock. So a writer, which holds the lock, retries until they close it.
+ * workspace lock. So a writer, which holds the lock, waits up to 30 s for them to close it,
+ * unless `noWait` is set.
  */
-async function openWithRetry(path: string): Promise<Database> {
-  const deadline = Date.now() + readerWaitMs
+async function openForWriting(path: string, options: OpenOptions): Promise<Database> {
+  const waitMs = options.noWait === true ? 0 : writerWaitMs
+  const deadline = Date.now() + waitMs
+  let waiting = false
   for (;;) {
     try {
       return await Database.open(path)
     } catch (error) {
-      const conflict = /Could not set lock|Conflicting lock/i.test(String((error as DatabaseFailed).cause))
-      if (!conflict || Date.now() > deadline) throw error
-      await new Promise((resolve) => setTimeout(resolve, 50))
+      if (!isOpenConflict(error)) throw error
+      if (Date.now() >= deadline) {
+        const fix = options.noWait === true ? "retry when it finishes, or leave out --no-wait to wait for it" : "retry when it finishes"
+        throw new DatabaseFailed({
+          path,
+          sql: "(open)",
+          cause: `another process has the database open (a read command such as query or status)` +
+            `${waitMs > 0 ? ` and kept it open for ${waitMs / 1000} s` : ""}; ${fix}`
+        })
+      }
+      if (!waiting) {
+        waiting = true
+        options.onDatabaseWait?.(waitMs)
+      }
+      await sleep(50)
     }
   }
 }

@@ -12,6 +12,7 @@ import {
 import { availableParallelism, hostname } from "node:os"
 import { dirname, join } from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
+import { Database } from "../../src/runtime/db.ts"
 import { racyMs } from "../../src/runtime/file-identity.mjs"
 import { pendingRunsPath, stampPath } from "../../src/runtime/rerun-stamp.mjs"
 import { writeSyntheticData } from "../../workflows/synthetic.ts"
@@ -20,7 +21,8 @@ import { repoRoot, runCli, tempDir, type CliResult } from "../runtime/helpers.ts
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 const cases = [
-  "unchanged", "edited", "added", "environment", "object", "other", "locked", "gc", "fresh", "database", "latest", "pending", "cores"
+  "unchanged", "edited", "added", "environment", "node", "object", "other", "locked", "gc", "fresh", "database", "latest", "pending",
+  "busy", "cores"
 ] as const
 const folders = new Map<string, string>()
 
@@ -118,6 +120,17 @@ describe("no-op rerun from a stamp", () => {
     const result = await runCli(commandIn(folder), { OCTFLOW_SYNTHETIC_SLEEP_MS: "1" })
     expect(replayed(result)).toBe(false)
     expect(ranCounts(result)).toEqual({ scale: 0, stats: 0, report: 0 })
+  })
+
+  it("runs the CLI when Node's options differ", async () => {
+    const folder = folders.get("node")!
+    await firstRun(commandIn(folder), join(folder, "ws"))
+    const result = spawnSync(process.execPath, ["--stack-size=2000", join(repoRoot, "bin/octflow.mjs"), ...commandIn(folder)], {
+      cwd: repoRoot,
+      encoding: "utf8"
+    })
+    expect(result.status, result.stderr).toBe(0)
+    expect(result.stderr).not.toContain("nothing changed since run")
   })
 
   it("runs the CLI when a stored object is missing", async () => {
@@ -219,6 +232,24 @@ describe("no-op rerun with a changed workspace", () => {
     expect(runs).toHaveLength(2)
     // The read imported the pending runs into the database and updated the stamp to match.
     expect(replayed(await runCli(commandIn(folder)))).toBe(true)
+  })
+
+  it("keeps runs pending while a reader has the database", async () => {
+    const folder = folders.get("busy")!
+    const workspace = join(folder, "ws")
+    await firstRun(commandIn(folder), workspace)
+    expect(replayed(await runCli(commandIn(folder)))).toBe(true)
+    const reader = await Database.open(join(workspace, "octflow.duckdb"), { readOnly: true })
+    try {
+      const status = await runCli(["status", "--workspace", workspace])
+      expect(status.code, status.stderr).toBe(0)
+      expect(existsSync(pendingRunsPath(workspace))).toBe(true)
+    } finally {
+      await reader.close()
+    }
+    const runs = JSON.parse((await runCli(["runs", "--json", "--workspace", workspace])).stdout) as Array<unknown>
+    expect(runs).toHaveLength(2)
+    expect(existsSync(pendingRunsPath(workspace))).toBe(false)
   })
 
   it("leaves a latest folder to the CLI", async () => {

@@ -75,13 +75,32 @@ describe("a run killed with SIGKILL", () => {
     const ownData = join(dir, "data")
     await writeSyntheticData(ownData, 2)
     await runWorkflow({ workflow, workspace, dataDir: ownData, jobs: 1 })
-    // A read command holds the database without the workspace lock.
+    // A read command has the database open without the workspace lock.
     const reader = await Database.open(join(workspace, "octflow.duckdb"), { readOnly: true })
+    const noWait = await runCli([...fullArgs(workspace, ownData), "--force=report", "--no-wait"])
+    expect(noWait.code).toBe(2)
+    expect(noWait.stderr).toContain("leave out --no-wait to wait for it")
     const closed = new Promise<void>((resolve) => setTimeout(() => void reader.close().then(resolve), 700))
     const run = await runCli([...fullArgs(workspace, ownData), "--force=report"])
     await closed
     expect(run.code, run.stderr).toBe(0)
+    expect(run.stderr).toContain("waiting up to 30 s for a read command to close the database")
     expect(run.stdout).toMatch(/^report\s+1\s/m)
+  })
+
+  it("lets a reader wait for a short writer", async () => {
+    const dir = tempDir("crash-short-writer")
+    const workspace = join(dir, "ws")
+    const ownData = join(dir, "data")
+    await writeSyntheticData(ownData, 2)
+    await runWorkflow({ workflow, workspace, dataDir: ownData, jobs: 1 })
+    // As a read command that imports recorded runs does, this process has the database open briefly.
+    const writer = await Database.open(join(workspace, "octflow.duckdb"))
+    const closed = new Promise<void>((resolve) => setTimeout(() => void writer.close().then(resolve), 500))
+    const status = await runCli(["status", "--workspace", workspace])
+    await closed
+    expect(status.code, status.stderr).toBe(0)
+    expect(status.stdout).toContain("newest run")
   })
 
   it("lists a killed run as interrupted", async () => {

@@ -3,15 +3,15 @@
  * and the import of no-op reruns that the launcher recorded, on a real DuckDB file.
  */
 import { mkdirSync, symlinkSync, utimesSync, writeFileSync } from "node:fs"
-import { join } from "node:path"
+import { dirname, join } from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
 import { runWorkflow } from "../../src/runtime/executor.ts"
 import { racyMs } from "../../src/runtime/file-identity.mjs"
-import { PlanReads } from "../../src/runtime/rerun-record.ts"
+import { addInstalledPackages, PlanReads } from "../../src/runtime/rerun-record.ts"
 import { absent, pendingRunsPath } from "../../src/runtime/rerun-stamp.mjs"
 import { openForWrite } from "../../src/runtime/session.ts"
 import { workflow, writeSyntheticData } from "../../workflows/synthetic.ts"
-import { tempDir } from "./helpers.ts"
+import { repoRoot, tempDir } from "./helpers.ts"
 
 describe("PlanReads", () => {
   it("distrusts files written moments before", () => {
@@ -42,6 +42,17 @@ describe("PlanReads", () => {
     expect([...files.keys()].sort()).toEqual([root, join(root, "missing.json"), join(root, "sub"), join(root, "sub/x.txt")].sort())
     expect(files.get(join(root, "missing.json"))).toBe(absent)
     expect(files.get(join(root, "sub/x.txt"))).toMatch(/^\d+:\d+:1:\d+:\d+$/)
+  })
+
+  it("records every folder Node searches for backends", () => {
+    const reads = new PlanReads()
+    addInstalledPackages(reads)
+    const trusted = reads.trusted()
+    expect("files" in trusted).toBe(true)
+    const files = new Map("files" in trusted ? trusted.files : [])
+    expect(files.has(join(repoRoot, "node_modules", "@tensorflow"))).toBe(true)
+    // A backend installed above the repository would be found too, so that folder counts.
+    expect(files.has(join(dirname(repoRoot), "node_modules", "@tensorflow"))).toBe(true)
   })
 
   it("rejects a listed file outside the source's folders", () => {

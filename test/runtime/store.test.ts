@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from "node:child_process"
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from "node:fs"
 import { hostname } from "node:os"
 import { join } from "node:path"
 import { describe, expect, it } from "vitest"
@@ -103,6 +103,18 @@ describe("acquireLock", () => {
     const lock = await acquireLock(join(dir, "lock"), dir, { noWait: true })
     expect(JSON.parse(readFileSync(join(dir, "lock"), "utf8")).pid).toBe(process.pid)
     await lock.release()
+  })
+
+  it("rejects a folder as the lock", async () => {
+    const dir = tempDir("lock")
+    mkdirSync(join(dir, "lock"))
+    await expect(acquireLock(join(dir, "lock"), dir, { noWait: true })).rejects.toMatchObject({ _tag: "LockPathInvalid", kind: "folder" })
+  })
+
+  it("rejects a dangling link as the lock", async () => {
+    const dir = tempDir("lock")
+    symlinkSync(join(dir, "missing"), join(dir, "lock"))
+    await expect(acquireLock(join(dir, "lock"), dir)).rejects.toThrow("is a link or special file, not a lock file")
   })
 
   it("waits while a new empty lock is young", async () => {
