@@ -49,7 +49,7 @@ export interface RunOptions extends PlanRequest {
   readonly reporter?: (event: RunEvent) => void
   /** Whether `<workspace>/latest` moves to this run (default true). Predict runs pass false, so it stays on the study. */
   readonly updateLatest?: boolean
-  /** Leave a rerun stamp when the run succeeds, so the launcher can answer a rerun of the same command (rerun-stamp.mjs). */
+  /** Leave a rerun stamp when the run succeeds, so the launcher can replay a no-op rerun of the same command (rerun-stamp.mjs). */
   readonly stamp?: StampRequest
 }
 

@@ -94,7 +94,7 @@ export async function openForRead(root: string): Promise<WorkspaceSession> {
   }
   // DuckDB lets one process open a file for writing and then no other process at all. A
   // read command that imports recorded runs has it open for less than a second, so readers
-  // retry that long; a workflow run keeps it open until it ends.
+  // retry for 3 s. A workflow run keeps it open until the run ends.
   const deadline = Date.now() + readerRetryMs
   for (;;) {
     try {
