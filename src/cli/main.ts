@@ -47,7 +47,7 @@ const out = (text: string): void => {
 
 const exitCodeOf = (error: unknown): number => {
   const tag = (error as { _tag?: string })._tag
-  if (tag === "WorkspaceLocked") return 3
+  if (tag === "WorkspaceLocked" || tag === "DatabaseInUse") return 3
   if (tag === "RunFailed") return 1
   return 2
 }

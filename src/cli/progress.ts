@@ -32,7 +32,9 @@ export class ProgressReporter {
   readonly report = (event: RunEvent): void => {
     switch (event.type) {
       case "lock-wait":
-        this.line(`waiting: workspace is in use by process ${event.pid} on ${event.host}`)
+        this.line(event.pid === 0
+          ? "waiting: the workspace lock file is empty; it is taken over once it is 5 s old"
+          : `waiting: workspace is in use by process ${event.pid} on ${event.host}`)
         return
       case "lock-takeover":
         this.line(`taking over the lock left by process ${event.pid}, which is no longer running`)

@@ -171,6 +171,19 @@ export class RunFailed extends Data.TaggedError("RunFailed")<{
   }
 }
 
+/** A run's tasks finished, but linking its folder under runs/ or moving latest failed. */
+export class RunLinksFailed extends Data.TaggedError("RunLinksFailed")<{
+  readonly runId: string
+  readonly workspace: string
+  readonly cause: unknown
+}> {
+  override get message() {
+    return `Run ${this.runId} finished its tasks, but linking its outputs under ${this.workspace}/runs failed ` +
+      `(${describeCause(this.cause)}). The run is recorded as failed and its results are kept; ` +
+      "fix the workspace folder and run the command again."
+  }
+}
+
 /** Another live process holds the workspace lock. */
 export class WorkspaceLocked extends Data.TaggedError("WorkspaceLocked")<{
   readonly workspace: string
@@ -178,8 +191,19 @@ export class WorkspaceLocked extends Data.TaggedError("WorkspaceLocked")<{
   readonly host: string
 }> {
   override get message() {
-    return `Workspace ${this.workspace} is in use by process ${this.pid} on ${this.host}. ` +
-      "Wait for it to finish, or run without --no-wait to wait for it."
+    // pid 0: the lock file is empty, which a process leaves while it creates the lock in place.
+    const holder = this.pid === 0 ? "a process whose lock file is still empty" : `process ${this.pid} on ${this.host}`
+    return `Workspace ${this.workspace} is in use by ${holder}. Wait for it to finish, or run without --no-wait to wait for it.`
+  }
+}
+
+/** Another process, such as a read command, has the workspace's database open, and `--no-wait` was given. */
+export class DatabaseInUse extends Data.TaggedError("DatabaseInUse")<{
+  readonly path: string
+}> {
+  override get message() {
+    return `Another process has the database ${this.path} open (a read command such as query or status). ` +
+      "Retry when it finishes, or leave out --no-wait to wait for it."
   }
 }
 

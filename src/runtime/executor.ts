@@ -13,7 +13,7 @@
 import { mkdir, rm, rmdir, stat } from "node:fs/promises"
 import { availableParallelism } from "node:os"
 import { join } from "node:path"
-import { OutputMissing, RunFailed, StageFailed, UnknownName } from "./errors.ts"
+import { OutputMissing, RunFailed, RunLinksFailed, StageFailed, UnknownName } from "./errors.ts"
 import { deriveSeed, fingerprintOf, type FingerprintMaterial } from "./fingerprint.ts"
 import { linkRun } from "./links.ts"
 import {
@@ -172,10 +172,16 @@ async function execute(
     const outcome = outcomes.get(task.key)!
     return outcome.action === "ran" || outcome.action === "cached" ? outcome.outputs : null
   }
-  const [, views] = await Promise.all([
-    recordRunEnd(session, runId, tasks, outcomes, summary, new Set(reused.keys())),
-    linkRun(session.ws, runId, plan, tasks, outputsOf, { updateLatest: options.updateLatest ?? true })
-  ])
+  // The run's folders are linked before its end is recorded, so a run whose links failed is
+  // not recorded as ok. Its tasks are committed, so a rerun reuses them and links again.
+  let views: Map<string, string>
+  try {
+    views = await linkRun(session.ws, runId, plan, tasks, outputsOf, { updateLatest: options.updateLatest ?? true })
+  } catch (error) {
+    await recordRunEnd(session, runId, tasks, outcomes, { ...summary, status: "failed" }, new Set(reused.keys()))
+    throw new RunLinksFailed({ runId, workspace: session.ws.root, cause: error })
+  }
+  await recordRunEnd(session, runId, tasks, outcomes, summary, new Set(reused.keys()))
   if (options.stamp === undefined || reads === null) return { summary, stamp: null }
   let prepared: { readonly stamp: RerunStamp } | { readonly reason: string }
   if (summary.status !== "ok") prepared = { reason: "the run failed" }

@@ -41,8 +41,16 @@ export async function acquireLock(path: string, workspace: string, options: Lock
       const info = await lstat(path).catch(() => null)
       if (info === null) continue
       if (!info.isFile()) throw new LockPathInvalid({ path, kind: info.isDirectory() ? "folder" : "link or special file" })
-      if (Date.now() - info.mtimeMs > unreadableStaleMs) await unlink(path)
-      else await sleep(20)
+      if (Date.now() - info.mtimeMs > unreadableStaleMs) {
+        await unlink(path)
+        continue
+      }
+      if (options.noWait === true) throw new WorkspaceLocked({ workspace, pid: 0, host: hostname() })
+      if (!waiting) {
+        waiting = true
+        options.onWait?.({ pid: 0, host: hostname(), started: "" })
+      }
+      await sleep(20)
       continue
     }
     if (holder.host === hostname() && !isAlive(holder.pid)) {

@@ -4,7 +4,6 @@
  * the import of the no-op reruns that the launcher recorded without opening the database.
  */
 import { mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync, type BigIntStats } from "node:fs"
-import { createRequire } from "node:module"
 import { availableParallelism, hostname } from "node:os"
 import { readFile, rm } from "node:fs/promises"
 import { dirname, join, resolve } from "node:path"
@@ -13,7 +12,7 @@ import { bundle } from "./bundle.ts"
 import type { Database } from "./db.ts"
 import { fileIdentity, racyMs } from "./file-identity.mjs"
 import {
-  absent, databaseIdentity, identityOf, unreadable, pendingRunsPath, relevantEnvironment, stampFormat, stampPath, type RerunStamp
+  absent, databaseIdentity, identityOf, packageSearchPaths, unreadable, pendingRunsPath, relevantEnvironment, stampFormat, stampPath, type RerunStamp
 } from "./rerun-stamp.mjs"
 import type { Layout, StoredObject } from "./store.ts"
 
@@ -21,8 +20,6 @@ import type { Layout, StoredObject } from "./store.ts"
 const maxFiles = 200_000
 
 const repositoryRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..")
-/** Resolves packages as stages/support/backend.ts does, from inside the repository. */
-const require = createRequire(join(repositoryRoot, "stages", "support", "backend.ts"))
 
 /**
  * The files and folders a plan read, with their identities, taken before the plan read
@@ -126,19 +123,19 @@ const nativePackages = ["tfjs-node", "tfjs-node-gpu"]
  */
 export function addInstalledPackages(reads: PlanReads): void {
   reads.addFile(join(repositoryRoot, "node_modules", ".package-lock.json"))
-  const searched = require.resolve.paths("@tensorflow/tfjs-backend-wasm") ?? []
-  for (const modules of searched) {
+  for (const modules of packageSearchPaths()) {
     reads.addFile(join(modules, "@tensorflow"))
     for (const name of nativePackages) {
+      // The package folder changes when `lib` is added to it, and `lib` when a binding is.
       const lib = join(modules, "@tensorflow", name, "lib")
-      let entries: Array<string>
+      reads.addFile(dirname(lib))
+      reads.addFile(lib)
+      let entries: Array<string> = []
       try {
         entries = readdirSync(lib).filter((entry) => entry.startsWith("napi-v"))
       } catch {
-        // Not installed here, or installed without a compiled binding.
-        continue
+        // Not installed here, or installed without a compiled binding: recorded as absent.
       }
-      reads.addFile(lib)
       for (const entry of entries) reads.addFile(join(lib, entry))
     }
   }
@@ -180,6 +177,7 @@ export function prepareStamp(
     node: process.version,
     execPath: process.execPath,
     execArgv: process.execArgv,
+    packageSearchPaths: packageSearchPaths(),
     host: hostname(),
     build: bundle.dir,
     database: "",

@@ -24,7 +24,9 @@ import {
   unlinkSync
 } from "node:fs"
 import { availableParallelism, hostname } from "node:os"
-import { join, relative, resolve } from "node:path"
+import { createRequire } from "node:module"
+import { dirname, join, relative, resolve } from "node:path"
+import { fileURLToPath } from "node:url"
 import { formatSummaryTable } from "../cli/summary-table.mjs"
 import { fileIdentity } from "./file-identity.mjs"
 import { tryCreateLockFile } from "./lock-file.mjs"
@@ -48,6 +50,7 @@ export const unreadable = "unreadable:"
  * @property {string} node Node.js version
  * @property {string} execPath path of the Node.js binary
  * @property {ReadonlyArray<string>} execArgv options given to Node.js itself, such as V8 flags that change which CPU features code uses
+ * @property {ReadonlyArray<string>} packageSearchPaths the folders Node searches for a backend package, which HOME and NODE_PATH change
  * @property {string} host host name, since the CPU decides which SIMD kernels a run uses
  * @property {string} build folder of the CLI bundle the run used
  * @property {string} database identity of the database file and its write-ahead log, taken after the run closed them
@@ -60,6 +63,19 @@ export const unreadable = "unreadable:"
  * @property {ReadonlyArray<readonly [string, number]>} stages each selected stage and its number of tasks
  * @property {string} outputs the lines after the summary that list the run's outputs
  */
+
+const repositoryRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..")
+
+/**
+ * Returns the folders Node searches for a package required from stages/support/backend.ts,
+ * which picks the TensorFlow.js backend: node_modules folders up the tree, NODE_PATH, and
+ * folders under HOME.
+ * @returns {ReadonlyArray<string>}
+ */
+export function packageSearchPaths() {
+  const require = createRequire(join(repositoryRoot, "stages", "support", "backend.ts"))
+  return require.resolve.paths("@tensorflow/tfjs-node") ?? []
+}
 
 /** @param {string} workspace */
 export const stampPath = (workspace) => join(workspace, "rerun-stamp.json")
@@ -173,6 +189,7 @@ export function mismatch(stamp, command) {
   if (stamp.node !== process.version || stamp.execPath !== process.execPath) return "Node.js differs"
   if (JSON.stringify(stamp.execArgv) !== JSON.stringify(process.execArgv)) return "Node.js options differ"
   if (stamp.host !== hostname()) return "the host differs"
+  if (JSON.stringify(stamp.packageSearchPaths) !== JSON.stringify(packageSearchPaths())) return "the package search folders differ"
   if (stamp.build !== command.build) return "the code changed"
   if (stamp.cores !== availableParallelism()) return "the number of cores differs"
   if (databaseIdentity(stamp.workspace) !== stamp.database) return "the database changed"

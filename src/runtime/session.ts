@@ -7,7 +7,7 @@ import { existsSync, readdirSync, rmSync } from "node:fs"
 import { mkdir } from "node:fs/promises"
 import { join, resolve } from "node:path"
 import { Database } from "./db.ts"
-import { DatabaseFailed } from "./errors.ts"
+import { DatabaseFailed, DatabaseInUse } from "./errors.ts"
 import { isAlive } from "./lock-file.mjs"
 import { acquireLock, type LockHolder } from "./lock.ts"
 import { importPendingRuns, refreshStampDatabase, removeStamp } from "./rerun-record.ts"
@@ -122,9 +122,6 @@ export async function openForRead(root: string): Promise<WorkspaceSession> {
   }
 }
 
-/** Errors of a workspace that this process may read but not write. */
-const unwritableCodes = new Set(["EACCES", "EPERM", "EROFS"])
-
 /**
  * Imports pending runs when no other process has the workspace lock. A workspace this
  * process cannot write keeps them until a process that can opens it, so read commands then
@@ -134,10 +131,10 @@ async function importIfFree(ws: Layout): Promise<void> {
   let lock
   try {
     lock = await acquireLock(ws.lock, ws.root, { noWait: true })
-  } catch (error) {
-    if ((error as { _tag?: string })._tag === "WorkspaceLocked") return
-    if (unwritableCodes.has((error as NodeJS.ErrnoException).code ?? "")) return
-    throw error
+  } catch {
+    // The lock is held, or cannot be taken here (a read-only folder, a folder at its
+    // path); the runs stay pending, and a plain read needs no lock.
+    return
   }
   try {
     const before = databaseIdentity(ws.root)
@@ -179,7 +176,7 @@ const isOpenConflict = (error: unknown): boolean =>
  * unless `noWait` is set.
  */
 async function openForWriting(path: string, options: OpenOptions): Promise<Database> {
-  const waitMs = options.noWait === true ? 0 : writerWaitMs
+  const waitMs = writerWaitMs
   const deadline = Date.now() + waitMs
   let waiting = false
   for (;;) {
@@ -187,13 +184,13 @@ async function openForWriting(path: string, options: OpenOptions): Promise<Datab
       return await Database.open(path)
     } catch (error) {
       if (!isOpenConflict(error)) throw error
+      if (options.noWait === true) throw new DatabaseInUse({ path })
       if (Date.now() >= deadline) {
-        const fix = options.noWait === true ? "retry when it finishes, or leave out --no-wait to wait for it" : "retry when it finishes"
         throw new DatabaseFailed({
           path,
           sql: "(open)",
-          cause: `another process has the database open (a read command such as query or status)` +
-            `${waitMs > 0 ? ` and kept it open for ${waitMs / 1000} s` : ""}; ${fix}`
+          cause: `another process has the database open (a read command such as query or status) and kept it open for ` +
+            `${waitMs / 1000} s; retry when it finishes`
         })
       }
       if (!waiting) {

@@ -21,7 +21,7 @@ import { repoRoot, runCli, tempDir, type CliResult } from "../runtime/helpers.ts
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 const cases = [
-  "unchanged", "edited", "added", "environment", "node", "object", "other", "locked", "gc", "fresh", "database", "latest", "pending",
+  "unchanged", "edited", "added", "environment", "node", "home", "object", "other", "locked", "gc", "fresh", "database", "latest", "pending",
   "busy", "cores"
 ] as const
 const folders = new Map<string, string>()
@@ -131,6 +131,15 @@ describe("no-op rerun from a stamp", () => {
     })
     expect(result.status, result.stderr).toBe(0)
     expect(result.stderr).not.toContain("nothing changed since run")
+  })
+
+  it("runs the CLI when HOME differs", async () => {
+    const folder = folders.get("home")!
+    await firstRun(commandIn(folder), join(folder, "ws"))
+    // Node also searches for packages under HOME, so another HOME may find another backend.
+    const result = await runCli(commandIn(folder), { HOME: folder })
+    expect(result.code, result.stderr).toBe(0)
+    expect(replayed(result)).toBe(false)
   })
 
   it("runs the CLI when a stored object is missing", async () => {

@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, writeFileSync } from "node:fs"
+import { existsSync, readdirSync, rmSync, writeFileSync } from "node:fs"
 import { join, relative } from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
 import { Database } from "../../src/runtime/db.ts"
@@ -78,7 +78,7 @@ describe("a run killed with SIGKILL", () => {
     // A read command has the database open without the workspace lock.
     const reader = await Database.open(join(workspace, "octflow.duckdb"), { readOnly: true })
     const noWait = await runCli([...fullArgs(workspace, ownData), "--force=report", "--no-wait"])
-    expect(noWait.code).toBe(2)
+    expect(noWait.code).toBe(3)
     expect(noWait.stderr).toContain("leave out --no-wait to wait for it")
     const closed = new Promise<void>((resolve) => setTimeout(() => void reader.close().then(resolve), 700))
     const run = await runCli([...fullArgs(workspace, ownData), "--force=report"])
@@ -86,6 +86,24 @@ describe("a run killed with SIGKILL", () => {
     expect(run.code, run.stderr).toBe(0)
     expect(run.stderr).toContain("waiting up to 30 s for a read command to close the database")
     expect(run.stdout).toMatch(/^report\s+1\s/m)
+  })
+
+  it("records a run whose links failed as failed", async () => {
+    const dir = tempDir("crash-links")
+    const workspace = join(dir, "ws")
+    const ownData = join(dir, "data")
+    await writeSyntheticData(ownData, 2)
+    await runWorkflow({ workflow, workspace, dataDir: ownData, jobs: 1 })
+    rmSync(join(workspace, "runs"), { recursive: true })
+    writeFileSync(join(workspace, "runs"), "not a folder")
+    await expect(runWorkflow({ workflow, workspace, dataDir: ownData, jobs: 1, force: ["report"] }))
+      .rejects.toMatchObject({ _tag: "RunLinksFailed" })
+    const runs = await listRuns(workspace)
+    expect(runs.map((run) => run.status)).toEqual(["failed", "ok"])
+    // The run's committed task is reused once the folder is fixed.
+    rmSync(join(workspace, "runs"))
+    const rerun = await runWorkflow({ workflow, workspace, dataDir: ownData, jobs: 1 })
+    expect(rerun.stages.map((stage) => stage.ran)).toEqual([0, 0, 0])
   })
 
   it("lets a reader wait for a short writer", async () => {

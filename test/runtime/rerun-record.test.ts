@@ -53,6 +53,9 @@ describe("PlanReads", () => {
     expect(files.has(join(repoRoot, "node_modules", "@tensorflow"))).toBe(true)
     // A backend installed above the repository would be found too, so that folder counts.
     expect(files.has(join(dirname(repoRoot), "node_modules", "@tensorflow"))).toBe(true)
+    // A compiled binding added to an installed package changes its folder or its lib folder.
+    expect(files.has(join(repoRoot, "node_modules", "@tensorflow", "tfjs-node"))).toBe(true)
+    expect(files.has(join(repoRoot, "node_modules", "@tensorflow", "tfjs-node", "lib"))).toBe(true)
   })
 
   it("rejects a listed file outside the source's folders", () => {

@@ -121,9 +121,17 @@ describe("acquireLock", () => {
     const dir = tempDir("lock")
     writeFileSync(join(dir, "lock"), "")
     setTimeout(() => rmSync(join(dir, "lock")), 300)
+    const waits: Array<number> = []
     const started = Date.now()
-    const lock = await acquireLock(join(dir, "lock"), dir, { noWait: true })
+    const lock = await acquireLock(join(dir, "lock"), dir, { onWait: (holder) => waits.push(holder.pid) })
     expect(Date.now() - started).toBeGreaterThanOrEqual(250)
+    expect(waits).toEqual([0])
     await lock.release()
+  })
+
+  it("fails at once on a new empty lock with noWait", async () => {
+    const dir = tempDir("lock")
+    writeFileSync(join(dir, "lock"), "")
+    await expect(acquireLock(join(dir, "lock"), dir, { noWait: true })).rejects.toThrow("whose lock file is still empty")
   })
 })
