@@ -1,7 +1,8 @@
 /**
- * The writing side of rerun stamps (see rerun-stamp.mjs): what a run's plan read, the stamp
- * a successful run leaves, its removal when a process opens the workspace for writing, and
- * the import of the no-op reruns that the launcher recorded without opening the database.
+ * The writing side of rerun stamps (see rerun-stamp.mjs). It records what a run's plan read
+ * and writes the stamp a successful run leaves. It removes the stamp when a process opens
+ * the workspace for writing, and imports the no-op reruns that the launcher recorded
+ * without opening the database.
  */
 import { mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync, type BigIntStats } from "node:fs"
 import { availableParallelism, hostname } from "node:os"

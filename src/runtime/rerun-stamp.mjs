@@ -218,7 +218,7 @@ function readStamp(path) {
 
 /**
  * Records a no-op rerun of the run that `stamp` describes as run `runId`. It links the run's
- * folder to the stamp's views and appends the run to the pending runs durably; a failure
+ * folder to the stamp's views and appends the run to the pending runs durably. A failure
  * there removes the folder and throws, so the CLI runs the command instead. Then it moves
  * `latest`. The run is recorded by then, so a failure to move it is returned, not thrown,
  * and the CLI does not record the run a second time.

@@ -132,8 +132,8 @@ async function importIfFree(ws: Layout): Promise<void> {
   try {
     lock = await acquireLock(ws.lock, ws.root, { noWait: true })
   } catch {
-    // The lock is held, or cannot be taken here (a read-only folder, a folder at its
-    // path); the runs stay pending, and a plain read needs no lock.
+    // The lock is held, or cannot be taken here, as in a read-only folder. The runs stay
+    // pending, because a plain read needs no lock.
     return
   }
   try {

@@ -1,5 +1,5 @@
 /**
- * No-op reruns that the launcher answers from a rerun stamp, through bin/octflow.mjs and
+ * No-op reruns that the launcher replays from a rerun stamp, through bin/octflow.mjs and
  * the bundle: what they print and record, and every change that must send the command to
  * the CLI instead. Each test has its own data and workspace. The data is written once and
  * left alone for the racy-timestamp window, since a run writes no stamp for files changed

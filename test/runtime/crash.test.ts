@@ -32,6 +32,16 @@ async function artifactHashes(workspace: string): Promise<Record<string, string>
   return Object.fromEntries(rows.map((r) => [`${r.stage}.${r.port}/${r.item ?? ""}`, r.hash]))
 }
 
+/** Builds the synthetic workflow over 2 items in a new workspace. */
+async function builtWorkspace(prefix: string): Promise<{ workspace: string; ownData: string }> {
+  const dir = tempDir(prefix)
+  const workspace = join(dir, "ws")
+  const ownData = join(dir, "data")
+  await writeSyntheticData(ownData, 2)
+  await runWorkflow({ workflow, workspace, dataDir: ownData, jobs: 1 })
+  return { workspace, ownData }
+}
+
 describe("a run killed with SIGKILL", () => {
   let data: string
   let reference: Record<string, string>
@@ -70,11 +80,7 @@ describe("a run killed with SIGKILL", () => {
   })
 
   it("waits for a reader to close the database", async () => {
-    const dir = tempDir("crash-reader")
-    const workspace = join(dir, "ws")
-    const ownData = join(dir, "data")
-    await writeSyntheticData(ownData, 2)
-    await runWorkflow({ workflow, workspace, dataDir: ownData, jobs: 1 })
+    const { workspace, ownData } = await builtWorkspace("crash-reader")
     // A read command has the database open without the workspace lock.
     const reader = await Database.open(join(workspace, "octflow.duckdb"), { readOnly: true })
     const noWait = await runCli([...fullArgs(workspace, ownData), "--force=report", "--no-wait"])
@@ -89,11 +95,7 @@ describe("a run killed with SIGKILL", () => {
   })
 
   it("records a run whose links failed as failed", async () => {
-    const dir = tempDir("crash-links")
-    const workspace = join(dir, "ws")
-    const ownData = join(dir, "data")
-    await writeSyntheticData(ownData, 2)
-    await runWorkflow({ workflow, workspace, dataDir: ownData, jobs: 1 })
+    const { workspace, ownData } = await builtWorkspace("crash-links")
     rmSync(join(workspace, "runs"), { recursive: true })
     writeFileSync(join(workspace, "runs"), "not a folder")
     await expect(runWorkflow({ workflow, workspace, dataDir: ownData, jobs: 1, force: ["report"] }))
@@ -107,11 +109,7 @@ describe("a run killed with SIGKILL", () => {
   })
 
   it("lets a reader wait for a short writer", async () => {
-    const dir = tempDir("crash-short-writer")
-    const workspace = join(dir, "ws")
-    const ownData = join(dir, "data")
-    await writeSyntheticData(ownData, 2)
-    await runWorkflow({ workflow, workspace, dataDir: ownData, jobs: 1 })
+    const { workspace, ownData } = await builtWorkspace("crash-short-writer")
     // As a read command that imports recorded runs does, this process has the database open briefly.
     const writer = await Database.open(join(workspace, "octflow.duckdb"))
     const closed = new Promise<void>((resolve) => setTimeout(() => void writer.close().then(resolve), 500))
