@@ -33,7 +33,7 @@ export class TrainingInfoOutdatedError extends Data.TaggedError("TrainingInfoOut
   override get message(): string {
     return (
       `training preprocess info ${this.path} has no ${this.field}, because an older octflow wrote it; ` +
-      "rerun `workflow full` so preprocess records it, then predict with the new model"
+      "rerun `npm run workflow -- full` so preprocess records it, then predict with the new model"
     )
   }
 }
@@ -60,7 +60,7 @@ export class ReferenceHistogramInvalidError extends Data.TaggedError("ReferenceH
   override get message(): string {
     return (
       `training preprocess info ${this.path}: referenceHistogram has ${this.bins} bins, expected 256; ` +
-      "the file is damaged, so rerun `workflow full --force=preprocess`"
+      "the file is damaged, so rerun `npm run workflow -- full --force=preprocess`"
     )
   }
 }

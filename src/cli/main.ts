@@ -2,7 +2,8 @@
  * Command-line interface: `npm run workflow -- <command>`. Commands: full, run, explain,
  * predict, status, runs, dag, lineage, query, artifacts, gc and pin. Progress and logs go to stderr,
  * results to stdout. Exit status: 0 success, 1 a stage failed, 2 invalid input or
- * workflow, 3 workspace in use (with --no-wait).
+ * workflow, 3 workspace in use (a run or gc with --no-wait, or a read command while a run
+ * writes the database).
  */
 import { existsSync } from "node:fs"
 import { availableParallelism } from "node:os"
@@ -47,7 +48,7 @@ const out = (text: string): void => {
 
 const exitCodeOf = (error: unknown): number => {
   const tag = (error as { _tag?: string })._tag
-  if (tag === "WorkspaceLocked" || tag === "DatabaseInUse") return 3
+  if (tag === "WorkspaceLocked" || tag === "DatabaseInUse" || tag === "DatabaseBusy") return 3
   if (tag === "RunFailed") return 1
   return 2
 }

@@ -25,7 +25,7 @@ import { workflow as predictWorkflow } from "../../workflows/predict.ts"
 import { describeScan, resolveScanVendor, type ScanMeta } from "../../stages/predict-scan.ts"
 
 const modelRefHint =
-  "pass a run id (from `workflow runs`), a train model hash or prefix (from `workflow artifacts --stage train`), " +
+  "pass a run id (from `npm run workflow -- runs`), a train model hash or prefix (from `npm run workflow -- artifacts --stage train`), " +
   "or a path such as <workspace>/latest/train/best"
 
 /** No run id, stored path or artifact hash in the workspace matches the --model reference. */
@@ -106,7 +106,7 @@ export class TrainingRecordError extends Data.TaggedError("TrainingRecordError")
   override get message(): string {
     return (
       `model ${this.model.slice(0, 12)} (train execution ${this.executionId}) has no recorded ${this.missing}; ` +
-      "retrain it with `workflow full` in this workspace"
+      "retrain it with `npm run workflow -- full` in this workspace"
     )
   }
 }

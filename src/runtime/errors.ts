@@ -197,6 +197,26 @@ export class WorkspaceLocked extends Data.TaggedError("WorkspaceLocked")<{
   }
 }
 
+/** A read command found the workspace's database open for writing in another process. */
+export class DatabaseBusy extends Data.TaggedError("DatabaseBusy")<{
+  readonly path: string
+}> {
+  override get message() {
+    return `Another process has the database ${this.path} open for writing (a workflow run, gc, or a command ` +
+      "importing recorded runs). Retry when it finishes."
+  }
+}
+
+/** The workspace has no database yet. */
+export class NoDatabase extends Data.TaggedError("NoDatabase")<{
+  readonly workspace: string
+}> {
+  override get message() {
+    return `The workspace ${this.workspace} has no database yet. Run \`npm run workflow -- full\` first, ` +
+      "or pass the workspace with --workspace."
+  }
+}
+
 /** Another process, such as a read command, has the workspace's database open, and `--no-wait` was given. */
 export class DatabaseInUse extends Data.TaggedError("DatabaseInUse")<{
   readonly path: string

@@ -6,10 +6,11 @@
 import { existsSync } from "node:fs"
 import { readdir, readlink, realpath, rm, stat } from "node:fs/promises"
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "node:path"
-import { ArtifactNotFound, QueryNotReadOnly, UnknownName } from "./errors.ts"
+import { ArtifactNotFound, InvalidFlag, QueryNotReadOnly, UnknownName } from "./errors.ts"
 import type { SqlValue } from "./db.ts"
 import { hashFile } from "./hash.ts"
 import { openForRead, openForWrite, type OpenOptions, type WorkspaceSession } from "./session.ts"
+import { latestRunDir } from "./links.ts"
 import { makeWritable } from "./store.ts"
 
 async function withRead<A>(workspace: string, body: (session: WorkspaceSession) => Promise<A>): Promise<A> {
@@ -113,6 +114,10 @@ export interface ArtifactRow {
 /** Outputs of a run (the newest by default), optionally of one stage, sorted by stage, port, item. */
 export function listArtifacts(workspace: string, options: { stage?: string; run?: string } = {}): Promise<Array<ArtifactRow>> {
   return withRead(workspace, async (session) => {
+    if (options.stage !== undefined) {
+      const stages = (await session.db.all<{ stage: string }>("SELECT DISTINCT stage FROM run_tasks ORDER BY stage")).map((row) => row.stage)
+      if (!stages.includes(options.stage)) throw new UnknownName({ kind: "stage", name: options.stage, known: stages })
+    }
     const runId = options.run ?? (await newestRunId(session, options.stage))
     if (runId === null) return []
     if (options.run !== undefined) {
@@ -515,17 +520,22 @@ async function removeUnusedViews(session: WorkspaceSession, dryRun: boolean, rem
 }
 
 /**
- * Remove every object that neither the newest `keepRuns` runs nor a pinned run uses, the
- * `runs/<id>` link folders of other runs, and the views only those runs used. Database records stay, so lineage remains
- * queryable; a cache entry whose object was removed is rerun when next needed.
+ * Remove every object that neither the newest `keepRuns` runs, the run `latest` points at,
+ * nor a pinned run uses, the `runs/<id>` link folders of other runs, and the views only
+ * those runs used. `latest` stays on the study while predict runs are added, so it may be
+ * older than the newest runs. Database records stay, so lineage remains queryable, and a
+ * cache entry whose object was removed is rerun when next needed.
  */
 export async function collectGarbage(
   workspace: string,
   options: OpenOptions & { readonly keepRuns?: number; readonly dryRun?: boolean } = {}
 ): Promise<GcResult> {
-  const session = await openForWrite(workspace, options)
+  const keepRuns = options.keepRuns ?? 5
+  if (!Number.isInteger(keepRuns) || keepRuns < 0) {
+    throw new InvalidFlag({ flag: "--keep", value: String(keepRuns), expected: "an integer of at least 0" })
+  }
+  const session = await openForWrite(workspace, { ...options, keepStamp: options.dryRun === true })
   try {
-    const keepRuns = options.keepRuns ?? 5
     // Interrupted runs do not count towards keepRuns. Those newer than the newest finished
     // run are kept as well, because a rerun resumes from their committed tasks.
     const keptRuns = `
@@ -535,6 +545,9 @@ export async function collectGarbage(
           AND started > coalesce((SELECT max(started) FROM runs WHERE status <> 'interrupted'), '-infinity'::TIMESTAMPTZ)
       UNION SELECT run_id FROM pins`
     const keptIds = (await session.db.all<{ id: string }>(keptRuns, [keepRuns])).map((row) => row.id)
+    const latest = await latestRunDir(session.ws)
+    const latestId = latest === null ? null : basename(latest)
+    if (latestId !== null && !keptIds.includes(latestId)) keptIds.push(latestId)
     const reachable = new Set((await session.db.all<{ path: string }>(
       `SELECT DISTINCT a.path FROM run_tasks t JOIN artifacts a ON a.execution_id = t.execution_id
        WHERE list_contains(from_json($1::JSON, '["VARCHAR"]'), t.run_id)`,

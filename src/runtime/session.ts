@@ -7,7 +7,7 @@ import { existsSync, readdirSync, rmSync } from "node:fs"
 import { mkdir } from "node:fs/promises"
 import { join, resolve } from "node:path"
 import { Database } from "./db.ts"
-import { DatabaseFailed, DatabaseInUse } from "./errors.ts"
+import { DatabaseBusy, DatabaseFailed, DatabaseInUse, NoDatabase } from "./errors.ts"
 import { isAlive } from "./lock-file.mjs"
 import { acquireLock, type LockHolder } from "./lock.ts"
 import { importPendingRuns, refreshStampDatabase, removeStamp } from "./rerun-record.ts"
@@ -27,6 +27,11 @@ export interface OpenOptions {
   readonly onLockTakeover?: (holder: LockHolder) => void
   /** Called once when another process has the database open and the writer starts waiting for it. */
   readonly onDatabaseWait?: (waitMs: number) => void
+  /**
+   * Keep the rerun stamp, for a command that changes nothing a rerun would reuse (`gc
+   * --dry-run`). Its database identity is updated after the close, when it matched before.
+   */
+  readonly keepStamp?: boolean
 }
 
 /**
@@ -43,8 +48,9 @@ export async function openForWrite(root: string, options: OpenOptions = {}): Pro
     onTakeover: options.onLockTakeover
   })
   let db: Database
+  const databaseBefore = databaseIdentity(ws.root)
   try {
-    removeStamp(ws)
+    if (options.keepStamp !== true) removeStamp(ws)
     sweepLeftovers(ws)
     db = await openForWriting(ws.database, options)
   } catch (error) {
@@ -69,6 +75,7 @@ export async function openForWrite(root: string, options: OpenOptions = {}): Pro
     close: async (afterDatabase) => {
       try {
         await db.close()
+        if (options.keepStamp === true) refreshStampDatabase(ws, databaseBefore)
         afterDatabase?.()
       } finally {
         await lock.release()
@@ -85,13 +92,7 @@ export async function openForWrite(root: string, options: OpenOptions = {}): Pro
 export async function openForRead(root: string): Promise<WorkspaceSession> {
   const ws = layout(resolve(root))
   if (existsSync(pendingRunsPath(ws.root)) && existsSync(ws.database)) await importIfFree(ws)
-  if (!existsSync(ws.database)) {
-    throw new DatabaseFailed({
-      path: ws.database,
-      sql: "(open)",
-      cause: "no database in this workspace yet; run `workflow full` first or pass --workspace"
-    })
-  }
+  if (!existsSync(ws.database)) throw new NoDatabase({ workspace: ws.root })
   // DuckDB lets one process open a file for writing and then no other process at all. A
   // read command that imports recorded runs has it open for less than a second, so readers
   // retry for 3 s. A workflow run keeps it open until the run ends.
@@ -109,14 +110,7 @@ export async function openForRead(root: string): Promise<WorkspaceSession> {
       }
     } catch (error) {
       if (!isOpenConflict(error)) throw error
-      if (Date.now() > deadline) {
-        throw new DatabaseFailed({
-          path: ws.database,
-          sql: "(open)",
-          cause: "another process has the database open for writing (a workflow run, gc, or a command importing " +
-            "recorded runs); retry when it finishes"
-        })
-      }
+      if (Date.now() > deadline) throw new DatabaseBusy({ path: ws.database })
       await sleep(50)
     }
   }

@@ -187,6 +187,10 @@ describe("no-op rerun from a stamp", () => {
     const workspace = join(folder, "ws")
     await firstRun(commandIn(folder), workspace)
     expect(replayed(await runCli(commandIn(folder)))).toBe(true)
+    // A dry run changes nothing a rerun reuses, so the stamp stays valid.
+    const dryRun = await runCli(["gc", "--dry-run", "--workspace", workspace])
+    expect(dryRun.code, dryRun.stderr).toBe(0)
+    expect(replayed(await runCli(commandIn(folder)))).toBe(true)
     const gc = await runCli(["gc", "--keep", "1", "--workspace", workspace])
     expect(gc.code, gc.stderr).toBe(0)
     expect(gc.stdout).toMatch(/^removed 0 objects/m)

@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, rmSync, writeFileSync } from "node:fs"
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { join, relative } from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
 import { Database } from "../../src/runtime/db.ts"
@@ -108,6 +108,26 @@ describe("a run killed with SIGKILL", () => {
     expect(rerun.stages.map((stage) => stage.ran)).toEqual([0, 0, 0])
   })
 
+  it("keeps the run latest points at in gc", async () => {
+    const { workspace, ownData } = await builtWorkspace("crash-gc-latest")
+    // Runs that leave latest on the study, as predict runs do, are newer than it.
+    for (const factor of [3, 4]) {
+      await runWorkflow({ workflow, workspace, dataDir: ownData, jobs: 1, overrides: [`scale.factor=${factor}`], updateLatest: false })
+    }
+    const result = await collectGarbage(workspace, { keepRuns: 1 })
+    expect(result.keptRuns).toHaveLength(2)
+    expect(readFileSync(join(workspace, "latest/report/summary.json"), "utf8")).toContain("synthetic report")
+    const rerun = await runWorkflow({ workflow, workspace, dataDir: ownData, jobs: 1 })
+    expect(rerun.stages.map((stage) => stage.ran)).toEqual([0, 0, 0])
+    await expect(collectGarbage(workspace, { keepRuns: -1 })).rejects.toThrow("--keep")
+  })
+
+  it("rejects an unknown stage in artifacts", async () => {
+    const { workspace } = await builtWorkspace("crash-artifacts")
+    await expect(listArtifacts(workspace, { stage: "nope" })).rejects.toMatchObject({ _tag: "UnknownName", kind: "stage" })
+    await expect(listArtifacts(workspace, { run: "nope" })).rejects.toMatchObject({ _tag: "UnknownName", kind: "run" })
+  })
+
   it("lets a reader wait for a short writer", async () => {
     const { workspace, ownData } = await builtWorkspace("crash-short-writer")
     // As a read command that imports recorded runs does, this process has the database open briefly.
@@ -117,6 +137,16 @@ describe("a run killed with SIGKILL", () => {
     await closed
     expect(status.code, status.stderr).toBe(0)
     expect(status.stdout).toContain("newest run")
+
+    // A writer that keeps the database, as a run does, makes a reader exit 3 after 3 s.
+    const run = await Database.open(join(workspace, "octflow.duckdb"))
+    try {
+      const busy = await runCli(["status", "--workspace", workspace])
+      expect(busy.code).toBe(3)
+      expect(busy.stderr).toContain("open for writing")
+    } finally {
+      await run.close()
+    }
   })
 
   it("lists a killed run as interrupted", async () => {
