@@ -161,7 +161,7 @@ export class RunFailed extends Data.TaggedError("RunFailed")<{
   readonly suggestExclude?: boolean
 }> {
   override get message() {
-    const blocked = this.blocked.length === 0 ? "" : `\nNot run because an upstream stage failed: ${this.blocked.join(", ")}`
+    const blocked = this.blocked.length === 0 ? "" : `\nStages with tasks not run because an upstream task failed: ${this.blocked.join(", ")}`
     const items = [...new Set(this.failed.flatMap((f) => f.failures.map((failure) => failure.item)))]
     const hint =
       this.suggestExclude === false || this.blocked.length === 0 || items.includes(null)

@@ -293,7 +293,7 @@ describe("workflow predict", () => {
     expect(result.status).toBe(1)
     expect(result.stderr).toContain("voxels high does not fit Spectralis")
     expect(result.stderr).toContain("pass --vendor Cirrus, or --skip-geometry-check")
-    expect(result.stderr).toContain("Not run because an upstream stage failed")
+    expect(result.stderr).toContain("Stages with tasks not run because an upstream task failed")
     expect(result.stderr).not.toContain("--exclude")
   })
 
