@@ -10,13 +10,13 @@
  * A process marks the build it runs as in use until it exits, so a rebuild does not delete
  * code that a long run may still import.
  */
-import { closeSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from "node:fs"
+import { closeSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync } from "node:fs"
 import { hostname } from "node:os"
 import { dirname, join, relative } from "node:path"
 import { createRequire } from "node:module"
 import { fileURLToPath, pathToFileURL } from "node:url"
 import { fileIdentity } from "../runtime/file-identity.mjs"
-import { isAlive } from "../runtime/lock-file.mjs"
+import { isAlive, readLockHolder, tryCreateLockFile } from "../runtime/lock-file.mjs"
 import { replayNoop } from "../runtime/rerun-stamp.mjs"
 import { manifestFormat } from "./manifest.mjs"
 
@@ -93,9 +93,10 @@ function sha256Of(path) {
 }
 
 /**
- * Runs `body` holding `dist/build.lock`. A lock whose process is dead on this host is taken
- * over, and so is a lock left empty for more than 5 s, which a process killed between
- * creating and writing it leaves behind.
+ * Runs `body` holding `dist/build.lock`, a lock file written whole as the workspace lock is
+ * (lock-file.mjs). A lock whose process is dead on this host is taken over, and so is a lock
+ * without a readable holder for more than 5 s, which a build lock of an older version could
+ * leave empty.
  * @template A
  * @param {string} dist
  * @param {() => Promise<A>} body
@@ -106,18 +107,9 @@ async function withBuildLock(dist, body) {
   mkdirSync(dist, { recursive: true })
   let announced = false
   for (;;) {
-    try {
-      const fd = openSync(path, "wx")
-      writeSync(fd, JSON.stringify({ pid: process.pid, host: hostname() }))
-      closeSync(fd)
-      break
-    } catch (error) {
-      if (/** @type {NodeJS.ErrnoException} */ (error).code !== "EEXIST") throw error
-    }
-    let holder = null
-    try {
-      holder = JSON.parse(readFileSync(path, "utf8"))
-    } catch {
+    if (tryCreateLockFile(path)) break
+    const holder = readLockHolder(path)
+    if (holder === null) {
       const stat = statSync(path, { throwIfNoEntry: false })
       if (stat !== undefined && Date.now() - stat.mtimeMs > 5000) unlinkSync(path)
       await sleep(20)
@@ -194,7 +186,7 @@ function markInUse(dir) {
 }
 
 /**
- * Answers a `full` or `run` whose rerun stamp shows that nothing changed, without loading
+ * Replays a `full` or `run` whose rerun stamp shows that nothing changed, without loading
  * the CLI (src/runtime/rerun-stamp.mjs). Any error leaves the command to the CLI.
  * @param {Build} build
  * @returns {boolean}

@@ -8,19 +8,17 @@ import { mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync,
 import { availableParallelism, hostname } from "node:os"
 import { readFile, rm } from "node:fs/promises"
 import { dirname, join, resolve } from "node:path"
-import { fileURLToPath } from "node:url"
 import { bundle } from "./bundle.ts"
 import type { Database } from "./db.ts"
 import { fileIdentity, racyMs } from "./file-identity.mjs"
 import {
-  absent, databaseIdentity, identityOf, packageSearchPaths, unreadable, pendingRunsPath, relevantEnvironment, stampFormat, stampPath, type RerunStamp
+  absent, databaseIdentity, identityOf, packageSearchPaths, repositoryRoot, unreadable, pendingRunsPath, relevantEnvironment, stampFormat, stampPath, type RerunStamp
 } from "./rerun-stamp.mjs"
 import type { Layout, StoredObject } from "./store.ts"
 
-/** More files than this in a source's folders, and a run writes no stamp: checking them would not be fast. */
+/** Maximum number of files in a run's source folders for which a stamp is written, since checking more would not be fast. */
 const maxFiles = 200_000
 
-const repositoryRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..")
 
 /**
  * The files and folders a plan read, with their identities, taken before the plan read
@@ -57,7 +55,7 @@ export class PlanReads {
       try {
         stat = statSync(path, { bigint: true, throwIfNoEntry: false })
       } catch (error) {
-        // A link loop or a file this user may not read: the source reports it if it matters.
+        // A link loop, or a file this user may not read. The source reports it if it matters.
         this.markUntrusted(`${path} cannot be read (${(error as NodeJS.ErrnoException).code})`)
         return
       }
@@ -135,7 +133,7 @@ export function addInstalledPackages(reads: PlanReads): void {
       try {
         entries = readdirSync(lib).filter((entry) => entry.startsWith("napi-v"))
       } catch {
-        // Not installed here, or installed without a compiled binding: recorded as absent.
+        // Not installed here, or installed without a compiled binding, which the lines above record as absent.
       }
       for (const entry of entries) reads.addFile(join(lib, entry))
     }
@@ -226,7 +224,7 @@ function writeWhole(ws: Layout, stamp: RerunStamp): void {
   renameSync(temporary, stampPath(ws.root))
 }
 
-/** Removes the workspace's stamp; call with the workspace lock held, before anything is written. */
+/** Removes the workspace's stamp. Call it with the workspace lock held, before anything is written. */
 export function removeStamp(ws: Layout): void {
   try {
     unlinkSync(stampPath(ws.root))

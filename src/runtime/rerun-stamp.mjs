@@ -8,14 +8,15 @@
  * view folders of the run. The launcher checks a stamp before it loads the CLI bundle. When
  * the command line, the environment, the bundle and every identity are unchanged and every
  * object is intact, a normal run would reuse every task, so the launcher records that run
- * itself: it links `runs/<id>` to the same views, moves `latest`, and appends the run to
- * `<workspace>/pending-runs.jsonl`. The next process that opens the database imports it
- * with the same records a normal no-op run writes (src/runtime/rerun-record.ts).
+ * itself. It links `runs/<id>` to the same views, appends the run to
+ * `<workspace>/pending-runs.jsonl` and moves `latest`. The next process that opens the
+ * database imports the run with the same records a normal no-op run writes
+ * (src/runtime/rerun-record.ts).
  *
- * Every process that opens the workspace for writing removes the stamp first, so a stamp
- * only ever describes the newest successful run and nothing written since. A file whose
- * identity was taken less than `racyMs` after a change is not trusted, and such a run
- * writes no stamp.
+ * Every process that opens the workspace for writing removes the stamp first, except
+ * `gc --dry-run`, which changes nothing a rerun reuses. So a stamp describes the newest
+ * successful run and nothing written since. A file whose identity was taken less than
+ * `racyMs` after a change is not trusted, and such a run writes no stamp.
  *
  * Plain JavaScript, because the launcher runs before any TypeScript is loaded.
  */
@@ -64,7 +65,8 @@ export const unreadable = "unreadable:"
  * @property {string} outputs the lines after the summary that list the run's outputs
  */
 
-const repositoryRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..")
+/** Absolute path of the repository this module belongs to. */
+export const repositoryRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..")
 
 /**
  * Returns the folders Node searches for a package required from stages/support/backend.ts,
@@ -132,8 +134,8 @@ export function databaseIdentity(workspace) {
 }
 
 /**
- * Size in bytes of a stored object: a file's size, or the total size of a folder's files;
- * null when it is missing.
+ * Returns the size in bytes of a stored object: a file's size, or the total size of a
+ * folder's files. Returns null when it is missing.
  * @param {string} path absolute path
  * @param {"file" | "directory"} kind
  * @returns {number | null}
@@ -291,7 +293,7 @@ export function replayNoop(command) {
   } catch {
     return false
   }
-  // The command line is compared before the lock is taken, so other commands never hold it.
+  // The command line is compared before the lock is taken, so another command never takes it here.
   if (stamp.format !== stampFormat || JSON.stringify(stamp.argv) !== JSON.stringify(command.argv)) return false
 
   const lock = join(workspace, "lock")

@@ -28,15 +28,15 @@ export interface OpenOptions {
   /** Called once when another process has the database open and the writer starts waiting for it. */
   readonly onDatabaseWait?: (waitMs: number) => void
   /**
-   * Keep the rerun stamp, for a command that changes nothing a rerun would reuse (`gc
-   * --dry-run`). Its database identity is updated after the close, when it matched before.
+   * Whether to keep the rerun stamp, for a command that changes nothing a rerun would reuse
+   * (`gc --dry-run`). Its database identity is updated after the close, when it matched before.
    */
   readonly keepStamp?: boolean
 }
 
 /**
- * Open a workspace for writing: take the lock, remove the rerun stamp before anything
- * changes, open or create the database, import the no-op reruns the launcher recorded, and
+ * Open a workspace for writing: take the lock, remove the rerun stamp (unless `keepStamp`)
+ * before anything changes, open or create the database, import the no-op reruns the launcher recorded, and
  * sweep staging.
  */
 export async function openForWrite(root: string, options: OpenOptions = {}): Promise<WorkspaceSession> {
@@ -48,7 +48,7 @@ export async function openForWrite(root: string, options: OpenOptions = {}): Pro
     onTakeover: options.onLockTakeover
   })
   let db: Database
-  const databaseBefore = databaseIdentity(ws.root)
+  const databaseBefore = options.keepStamp === true ? databaseIdentity(ws.root) : ""
   try {
     if (options.keepStamp !== true) removeStamp(ws)
     sweepLeftovers(ws)
@@ -96,22 +96,14 @@ export async function openForRead(root: string): Promise<WorkspaceSession> {
   // DuckDB lets one process open a file for writing and then no other process at all. A
   // read command that imports recorded runs has it open for less than a second, so readers
   // retry for 3 s. A workflow run keeps it open until the run ends.
-  const deadline = Date.now() + readerRetryMs
-  for (;;) {
-    try {
-      const db = await Database.open(ws.database, { readOnly: true })
-      return {
-        ws,
-        db,
-        close: async (afterDatabase) => {
-          await db.close()
-          afterDatabase?.()
-        }
-      }
-    } catch (error) {
-      if (!isOpenConflict(error)) throw error
-      if (Date.now() > deadline) throw new DatabaseBusy({ path: ws.database })
-      await sleep(50)
+  const db = await openWhenFree(ws.database, { readOnly: true, waitMs: readerRetryMs })
+  if (db === null) throw new DatabaseBusy({ path: ws.database })
+  return {
+    ws,
+    db,
+    close: async (afterDatabase) => {
+      await db.close()
+      afterDatabase?.()
     }
   }
 }
@@ -132,14 +124,9 @@ async function importIfFree(ws: Layout): Promise<void> {
   }
   try {
     const before = databaseIdentity(ws.root)
-    let db: Database
-    try {
-      db = await Database.open(ws.database)
-    } catch (error) {
-      // Another read command has the database open; the runs stay pending for a later command.
-      if (isOpenConflict(error)) return
-      throw error
-    }
+    // While another read command has the database open, the runs stay pending for a later command.
+    const db = await openWhenFree(ws.database, { readOnly: false, waitMs: 0 })
+    if (db === null) return
     try {
       await importPendingRuns(db, ws)
     } finally {
@@ -164,36 +151,47 @@ const isOpenConflict = (error: unknown): boolean =>
   /Could not set lock|Conflicting lock/i.test(String((error as DatabaseFailed).cause))
 
 /**
+ * Opens the database, retrying for up to `waitMs` while another process has it open, and
+ * returns null when it is still open elsewhere then. `onWait` is called before the first
+ * retry.
+ */
+async function openWhenFree(
+  path: string, options: { readonly readOnly: boolean; readonly waitMs: number; readonly onWait?: () => void }
+): Promise<Database | null> {
+  const deadline = Date.now() + options.waitMs
+  let waiting = false
+  for (;;) {
+    try {
+      return await Database.open(path, { readOnly: options.readOnly })
+    } catch (error) {
+      if (!isOpenConflict(error)) throw error
+    }
+    if (Date.now() >= deadline) return null
+    if (!waiting) {
+      waiting = true
+      options.onWait?.()
+    }
+    await sleep(50)
+  }
+}
+
+/**
  * Opens the database for writing. DuckDB lets no process open a file for writing while
  * another has it open, even read-only, and read commands take the database without the
  * workspace lock. So a writer, which holds the lock, waits up to 30 s for them to close it,
  * unless `noWait` is set.
  */
 async function openForWriting(path: string, options: OpenOptions): Promise<Database> {
-  const waitMs = writerWaitMs
-  const deadline = Date.now() + waitMs
-  let waiting = false
-  for (;;) {
-    try {
-      return await Database.open(path)
-    } catch (error) {
-      if (!isOpenConflict(error)) throw error
-      if (options.noWait === true) throw new DatabaseInUse({ path })
-      if (Date.now() >= deadline) {
-        throw new DatabaseFailed({
-          path,
-          sql: "(open)",
-          cause: `another process has the database open (a read command such as query or status) and kept it open for ` +
-            `${waitMs / 1000} s; retry when it finishes`
-        })
-      }
-      if (!waiting) {
-        waiting = true
-        options.onDatabaseWait?.(waitMs)
-      }
-      await sleep(50)
-    }
-  }
+  const waitMs = options.noWait === true ? 0 : writerWaitMs
+  const db = await openWhenFree(path, { readOnly: false, waitMs, onWait: () => options.onDatabaseWait?.(waitMs) })
+  if (db !== null) return db
+  if (options.noWait === true) throw new DatabaseInUse({ path })
+  throw new DatabaseFailed({
+    path,
+    sql: "(open)",
+    cause: `another process has the database open (a read command such as query or status) and kept it open for ` +
+      `${waitMs / 1000} s; retry when it finishes`
+  })
 }
 
 /**
