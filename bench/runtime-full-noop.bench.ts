@@ -5,8 +5,8 @@
  * measured: small entropy and closing disks for roi, the `ci` training profile, and one
  * test case. Each no-op is timed as a whole CLI process through bin/octflow.mjs, as
  * `npm run workflow` runs it, with wall and user+system CPU times, and checked to have run
- * nothing. A rerun of the command that last ran is answered by the launcher from the
- * workspace's rerun stamp; the series "noopWithoutStamp" removes the stamp before each run,
+ * nothing. A rerun of the command that last ran is replayed by the launcher from the
+ * workspace's rerun stamp. The series "noopWithoutStamp" removes the stamp before each run,
  * as any other command that writes the workspace does, so the CLI plans and checks the
  * whole run. Timing starts once the 1-minute load average is at most 0.5, or after 10
  * minutes of waiting, and the record states which.

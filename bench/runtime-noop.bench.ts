@@ -8,7 +8,7 @@
  * Each no-op is timed as a whole process, as a user runs it: `node bin/octflow.mjs` (the
  * `octflow` bin, which `npm run workflow` also runs), `npm run workflow` with npm's own
  * start-up, and `snakemake`, with wall and user+system CPU times. A rerun of the command
- * that last ran is answered by the launcher from the workspace's rerun stamp; the series
+ * that last ran is replayed by the launcher from the workspace's rerun stamp. The series
  * "cliWithoutStamp" removes the stamp before each run, as any other command that writes the
  * workspace does, so the CLI plans and checks the whole run. octflow's no-op is also timed
  * inside this process (runWorkflow only, after the build, without module start-up).
@@ -130,11 +130,11 @@ const bin = join(repoRoot, "bin/octflow.mjs")
 // A run writes no stamp for files changed less than racyMs before it.
 await new Promise((resolve) => setTimeout(resolve, Math.max(0, dataWritten + racyMs + 100 - Date.now())))
 // One untimed run builds the CLI bundle if a source changed, fills the page cache and
-// leaves the stamp that the timed reruns are answered from.
+// leaves the stamp that the timed reruns are replayed from.
 timeProcess(process.execPath, [bin, ...fullArgs], { cwd: repoRoot })
 const octflowCli = timeSeries(process.execPath, [bin, ...fullArgs], { cwd: repoRoot, repeats: processRepeats })
 const check = spawnSync(process.execPath, [bin, ...fullArgs], { cwd: repoRoot, encoding: "utf8" })
-if (!check.stderr.includes("nothing changed since run")) throw new Error(`the rerun was not answered from its stamp:\n${check.stderr}`)
+if (!check.stderr.includes("nothing changed since run")) throw new Error(`the rerun was not replayed from its stamp:\n${check.stderr}`)
 const withoutStamp = ["-c", `rm -f '${stampPath(workspace)}' && exec '${process.execPath}' '${bin}' ${fullArgs.map((a) => `'${a}'`).join(" ")}`]
 const octflowCliWithoutStamp = timeSeries("/bin/sh", withoutStamp, { cwd: repoRoot, repeats: processRepeats })
 const npmRun = timeSeries("npm", ["run", "--silent", "workflow", "--", ...fullArgs], { cwd: repoRoot, repeats: processRepeats })

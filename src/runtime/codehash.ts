@@ -155,7 +155,7 @@ function readModule(path: string): ModuleEntry {
   return entry
 }
 
-/** The identity of every module file that a code identity in this process read, by absolute path. */
+/** Returns the identity of every module file that a code identity in this process read, by absolute path. */
 export function moduleIdentities(): ReadonlyMap<string, string> {
   return readIdentities
 }

@@ -191,7 +191,7 @@ export class WorkspaceLocked extends Data.TaggedError("WorkspaceLocked")<{
   readonly host: string
 }> {
   override get message() {
-    // pid 0: the lock file is empty, which a process leaves while it creates the lock in place.
+    // A pid of 0 means the lock file is empty, as it is while a process creates the lock in place.
     const holder = this.pid === 0 ? "a process whose lock file is still empty" : `process ${this.pid} on ${this.host}`
     return `Workspace ${this.workspace} is in use by ${holder}. Wait for it to finish, or run without --no-wait to wait for it.`
   }

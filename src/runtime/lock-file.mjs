@@ -61,8 +61,8 @@ export function tryCreateLockFile(path) {
       // Already removed by the lock's holder as a leftover (sweepLeftovers in session.ts).
     }
   }
-  // NOTE: created in place, the lock is empty until the write below, and a kill in between
-  // leaves an empty lock, which acquireLock takes over once it is 5 s old.
+  // NOTE: a lock created in place is empty until the write below. A kill in between leaves
+  // an empty lock, which acquireLock takes over once it is 5 s old.
   try {
     writeDurably(path, content, "wx")
     return true

@@ -19,9 +19,9 @@ export interface SourceItem {
 
 /**
  * External data. `discover` lists the items; it gets `dataDir` from `--data`. Paths it returns
- * may be absolute or relative to the working directory. `roots` names the folders that
- * `discover` reads nothing outside of; a rerun whose sources all name them can be checked
- * as a no-op before the CLI loads (see rerun-stamp.mjs).
+ * may be absolute or relative to the working directory. `roots` names the folders outside of
+ * which `discover` reads nothing. When all of a run's sources name them, a rerun can be
+ * checked as a no-op before the CLI loads (see rerun-stamp.mjs).
  */
 export interface Source {
   readonly name: string

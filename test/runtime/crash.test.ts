@@ -94,7 +94,7 @@ describe("a run killed with SIGKILL", () => {
     expect(run.stdout).toMatch(/^report\s+1\s/m)
   })
 
-  it("records a run whose links failed as failed", async () => {
+  it("fails a run whose links failed", async () => {
     const { workspace, ownData } = await builtWorkspace("crash-links")
     rmSync(join(workspace, "runs"), { recursive: true })
     writeFileSync(join(workspace, "runs"), "not a folder")
@@ -108,7 +108,7 @@ describe("a run killed with SIGKILL", () => {
     expect(rerun.stages.map((stage) => stage.ran)).toEqual([0, 0, 0])
   })
 
-  it("keeps the run latest points at in gc", async () => {
+  it("keeps latest's run in gc", async () => {
     const { workspace, ownData } = await builtWorkspace("crash-gc-latest")
     // Runs that leave latest on the study, as predict runs do, are newer than it.
     for (const factor of [3, 4]) {
@@ -128,7 +128,7 @@ describe("a run killed with SIGKILL", () => {
     await expect(listArtifacts(workspace, { run: "nope" })).rejects.toMatchObject({ _tag: "UnknownName", kind: "run" })
   })
 
-  it("lets a reader wait for a short writer", async () => {
+  it("makes a reader wait briefly", async () => {
     const { workspace, ownData } = await builtWorkspace("crash-short-writer")
     // As a read command that imports recorded runs does, this process has the database open briefly.
     const writer = await Database.open(join(workspace, "octflow.duckdb"))

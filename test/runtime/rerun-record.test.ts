@@ -44,7 +44,7 @@ describe("PlanReads", () => {
     expect(files.get(join(root, "sub/x.txt"))).toMatch(/^\d+:\d+:1:\d+:\d+$/)
   })
 
-  it("records every folder Node searches for backends", () => {
+  it("records backend search folders", () => {
     const reads = new PlanReads()
     addInstalledPackages(reads)
     const trusted = reads.trusted()
@@ -58,7 +58,7 @@ describe("PlanReads", () => {
     expect(files.has(join(repoRoot, "node_modules", "@tensorflow", "tfjs-node", "lib"))).toBe(true)
   })
 
-  it("rejects a listed file outside the source's folders", () => {
+  it("rejects files outside source folders", () => {
     const root = tempDir("reads-outside")
     const reads = new PlanReads()
     reads.addTree(root)
@@ -108,7 +108,7 @@ describe("importing pending runs", () => {
     }
   }
 
-  it("imports each run once, with its base run's tasks and params", async () => {
+  it("imports each run once", async () => {
     const lines = [entry("R1"), entry("R1"), entry("R2", "no-such-run"), entry("R3").slice(0, 40)]
     const first = await importLines(lines)
     const baseRow = first.find((row) => row.id === base)!

@@ -117,7 +117,7 @@ describe("acquireLock", () => {
     await expect(acquireLock(join(dir, "lock"), dir)).rejects.toThrow("is a link or special file, not a lock file")
   })
 
-  it("waits while a new empty lock is young", async () => {
+  it("waits on a young empty lock", async () => {
     const dir = tempDir("lock")
     writeFileSync(join(dir, "lock"), "")
     setTimeout(() => rmSync(join(dir, "lock")), 300)
@@ -129,7 +129,7 @@ describe("acquireLock", () => {
     await lock.release()
   })
 
-  it("fails at once on a new empty lock with noWait", async () => {
+  it("fails on a young empty lock", async () => {
     const dir = tempDir("lock")
     writeFileSync(join(dir, "lock"), "")
     await expect(acquireLock(join(dir, "lock"), dir, { noWait: true })).rejects.toThrow("whose lock file is still empty")
